@@ -1,0 +1,282 @@
+"""Typed configuration: defaults, then a YAML file, then command-line flags.
+
+Each concern has a small dataclass validated in ``__post_init__``. A YAML file
+nests fields under their section (``train: {learning_rate: 2e-4}``); on the
+command line every field is a flat flag named after it (``--learning_rate``), so
+field names are unique across sections. Unknown keys and flags are errors that
+list the valid names.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+EMBEDDED_BASE = "embedded:smollm2-135m-instruct"
+QWEN_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is invalid; the message names it."""
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+@dataclass
+class ModelConfig:
+    base_model: str = EMBEDDED_BASE
+    max_seq_length: int = 1024
+    load_in_4bit: bool = False
+
+    def __post_init__(self):
+        _check(bool(self.base_model), "model.base_model must not be empty")
+        _check(self.max_seq_length >= 32, f"model.max_seq_length must be >= 32, got {self.max_seq_length}")
+
+
+@dataclass
+class DataConfig:
+    dataset_folder: str = "datasets"
+    data_dir: str = "outputs/data"
+    generators: list[str] = field(default_factory=lambda: ["quant"])
+    num_generated: int = 2000
+    heldout_fraction: float = 0.1
+    data_seed: int = 42
+    max_reject_fraction: float = 0.05
+    # Evaluation sets that must never reach training (globs; missing ones are fine).
+    contamination_files: list[str] = field(default_factory=lambda: ["../shared/eval/*.jsonl"])
+
+    def __post_init__(self):
+        _check(self.num_generated >= 0, "data.num_generated must be >= 0")
+        _check(0.0 < self.heldout_fraction < 0.5, "data.heldout_fraction must be in (0, 0.5)")
+        _check(0.0 <= self.max_reject_fraction <= 1.0, "data.max_reject_fraction must be in [0, 1]")
+
+
+@dataclass
+class LoraConfig:
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: list(QWEN_LORA_TARGETS))
+
+    def __post_init__(self):
+        _check(self.lora_r > 0, f"lora.lora_r must be > 0, got {self.lora_r}")
+        _check(self.lora_alpha > 0, f"lora.lora_alpha must be > 0, got {self.lora_alpha}")
+        _check(0.0 <= self.lora_dropout < 1.0, "lora.lora_dropout must be in [0, 1)")
+        _check(len(self.target_modules) > 0, "lora.target_modules must not be empty")
+
+
+@dataclass
+class TrainConfig:
+    backend: str = "auto"  # auto | unsloth | peft
+    lora_output_dir: str = "outputs/financial_lora"
+    learning_rate: float = 2e-4
+    num_train_epochs: float = 1.0
+    max_steps: int = -1
+    per_device_train_batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    lr_scheduler_type: str = "cosine"
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    logging_steps: int = 10
+    save_steps: int = 100
+    save_total_limit: int = 2
+    precision: str = "auto"  # auto | bf16 | fp16 | fp32
+    packing: bool = False
+    train_seed: int = 3407
+    resume_from_checkpoint: Optional[str] = None
+
+    def __post_init__(self):
+        _check(self.backend in ("auto", "unsloth", "peft"),
+               f"train.backend must be one of auto, unsloth, peft; got {self.backend!r}")
+        _check(self.precision in ("auto", "bf16", "fp16", "fp32"),
+               f"train.precision must be one of auto, bf16, fp16, fp32; got {self.precision!r}")
+        _check(self.learning_rate > 0, "train.learning_rate must be > 0")
+        _check(self.num_train_epochs > 0, "train.num_train_epochs must be > 0")
+        _check(self.max_steps == -1 or self.max_steps > 0, "train.max_steps must be -1 (use epochs) or > 0")
+        _check(self.per_device_train_batch_size > 0, "train.per_device_train_batch_size must be > 0")
+        _check(self.gradient_accumulation_steps > 0, "train.gradient_accumulation_steps must be > 0")
+        _check(self.save_steps > 0 and self.logging_steps > 0, "train.save_steps and train.logging_steps must be > 0")
+
+
+@dataclass
+class ExportConfig:
+    llama_cpp_path: str = "llama.cpp"
+    merged_model_dir: str = "outputs/merged_financial_fp16"
+    gguf_f16_path: str = "outputs/financial_model_fp16.gguf"
+    gguf_q4_path: str = "outputs/financial_model_q4_k_m.gguf"
+    gguf_q8_path: str = "outputs/financial_model_q8_0.gguf"
+    modelfile_path: str = "outputs/Modelfile"
+    ollama_model_name: str = "financial-model"
+    smoke_prompt: str = "What is the future value of $1,000 invested at 5% a year for 3 years?"
+    smoke_tokens: int = 48
+
+    def __post_init__(self):
+        for name in ("gguf_f16_path", "gguf_q4_path", "gguf_q8_path"):
+            _check(str(getattr(self, name)).endswith(".gguf"), f"export.{name} must end with .gguf")
+        _check(self.smoke_tokens > 0, "export.smoke_tokens must be > 0")
+
+
+@dataclass
+class EvalConfig:
+    eval_dir: str = "outputs/eval"
+    eval_limit: int = 200
+    eval_max_new_tokens: int = 320
+    eval_batch_size: int = 32
+
+    def __post_init__(self):
+        _check(self.eval_limit > 0, "eval.eval_limit must be > 0")
+        _check(self.eval_max_new_tokens > 0 and self.eval_batch_size > 0,
+               "eval.eval_max_new_tokens and eval.eval_batch_size must be > 0")
+
+
+SECTIONS: dict[str, type] = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "lora": LoraConfig,
+    "train": TrainConfig,
+    "export": ExportConfig,
+    "eval": EvalConfig,
+}
+
+
+@dataclass
+class PipelineConfig:
+    profile: str = "defaults"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def section_dict(self, name: str) -> dict[str, Any]:
+        return dataclasses.asdict(getattr(self, name))
+
+
+def _flag_index() -> dict[str, tuple[str, Any]]:
+    """Flat flag name -> (section, resolved type)."""
+    index: dict[str, tuple[str, Any]] = {}
+    for section, cls in SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.name in index:
+                raise RuntimeError(f"config field {f.name!r} appears in two sections")
+            index[f.name] = (section, _base_type(hints[f.name]))
+    return index
+
+
+def _base_type(annotation: Any) -> Any:
+    """Optional[X] -> X; other annotations unchanged."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _base_type(args[0])
+    return annotation
+
+
+FLAGS = _flag_index()
+
+
+def _coerce(section: str, name: str, value: Any, where: str) -> Any:
+    tp = FLAGS[name][1]
+    if value is None:
+        return None
+    if typing.get_origin(tp) is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: {section}.{name} must be a list of strings, got {value!r}")
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: {section}.{name} must be true or false, got {value!r}")
+    try:
+        if tp is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError
+        return tp(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: {section}.{name} must be {tp.__name__}, got {value!r}") from None
+
+
+def load_yaml(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Read a profile; unknown sections or keys fail with the valid names."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    out: dict[str, dict[str, Any]] = {}
+    for section, values in raw.items():
+        if section == "profile":
+            out["profile"] = values
+            continue
+        if section not in SECTIONS:
+            raise ConfigError(f"{path}: unknown section {section!r}; valid sections: "
+                              f"profile, {', '.join(SECTIONS)}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: section {section!r} must be a mapping")
+        valid = [f.name for f in dataclasses.fields(SECTIONS[section])]
+        for key, value in values.items():
+            if key not in valid:
+                raise ConfigError(f"{path}: unknown key {section}.{key}; valid keys in "
+                                  f"{section}: {', '.join(valid)}")
+            out.setdefault(section, {})[key] = _coerce(section, key, value, str(path))
+    return out
+
+
+def build_config(yaml_values: dict | None = None, overrides: dict[str, Any] | None = None,
+                 profile: str | None = None) -> PipelineConfig:
+    """Defaults, then YAML values, then flat flag overrides (``{"learning_rate": 1e-4}``)."""
+    yaml_values = dict(yaml_values or {})
+    sections: dict[str, dict[str, Any]] = {s: dict(yaml_values.get(s, {})) for s in SECTIONS}
+    for name, value in (overrides or {}).items():
+        if name not in FLAGS:
+            raise ConfigError(f"unknown option {name!r}; valid options: {', '.join(sorted(FLAGS))}")
+        section, _ = FLAGS[name]
+        sections[section][name] = _coerce(section, name, value, "command line")
+    built = {s: SECTIONS[s](**vals) for s, vals in sections.items()}
+    return PipelineConfig(profile=profile or yaml_values.get("profile", "defaults"), **built)
+
+
+def add_config_flags(parser: argparse.ArgumentParser, only: list[str] | None = None) -> None:
+    """Add one flag per config field; unset flags stay None so YAML values survive."""
+    for name, (section, tp) in FLAGS.items():
+        if only is not None and name not in only:
+            continue
+        kwargs: dict[str, Any] = {"default": None, "help": f"[{section}]"}
+        if tp is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(tp) is list:
+            kwargs["help"] += " comma-separated"
+        else:
+            kwargs["type"] = tp
+        parser.add_argument(f"--{name}", **kwargs)
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: v for k, v in vars(args).items() if k in FLAGS and v is not None}
+
+
+def config_fingerprint(values: Any) -> str:
+    import hashlib
+
+    blob = json.dumps(values, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

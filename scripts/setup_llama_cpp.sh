@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Obtain llama.cpp from the llama-cpp-python sdist (PyPI is the one source this
+# machine can reach) and build only the tools the pipeline calls.
+#   usage: scripts/setup_llama_cpp.sh [DEST=./llama.cpp] [PYTHON=python3]
+# GGML_NATIVE=OFF: a -march=native build dies with "Illegal instruction" on CPUs
+# that advertise AMX; the portable build still uses AVX2/FMA/F16C.
+set -euo pipefail
+
+DEST=${1:-./llama.cpp}
+PY=${2:-python3}
+LCP_VERSION=${LLAMA_CPP_PYTHON_VERSION:-0.3.36}
+TARGETS=(llama-quantize llama-completion llama-perplexity)
+STAMP="$DEST/.fintune-build"
+WANT="llama-cpp-python==$LCP_VERSION targets=${TARGETS[*]}"
+
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
+  echo "llama.cpp: $DEST already built ($WANT)"
+  exit 0
+fi
+
+if [ ! -f "$DEST/convert_hf_to_gguf.py" ]; then
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  echo "llama.cpp: fetching llama-cpp-python==$LCP_VERSION sdist"
+  # An empty PIP_CONSTRAINT keeps a machine-wide constraint file from making pip
+  # build the whole wheel just to read its metadata.
+  PIP_CONSTRAINT= "$PY" -m pip download --quiet --no-deps --no-binary :all: \
+      "llama-cpp-python==$LCP_VERSION" -d "$tmp"
+  tar -xzf "$tmp"/llama_cpp_python-*.tar.gz -C "$tmp"
+  rm -rf "$DEST.partial"
+  mv "$tmp"/llama_cpp_python-*/vendor/llama.cpp "$DEST.partial"
+  # Record which llama.cpp this is; the sdist carries no .git.
+  echo "llama-cpp-python==$LCP_VERSION" > "$DEST.partial/.fintune-source"
+  mv "$DEST.partial" "$DEST"
+fi
+
+echo "llama.cpp: building ${TARGETS[*]} (portable, GGML_NATIVE=OFF)"
+cmake -S "$DEST" -B "$DEST/build" -DCMAKE_BUILD_TYPE=Release \
+  -DGGML_NATIVE=OFF -DBUILD_SHARED_LIBS=OFF \
+  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
+  -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF > "$DEST/build-configure.log"
+cmake --build "$DEST/build" --config Release -j "$(nproc)" --target "${TARGETS[@]}" \
+  > "$DEST/build.log" 2>&1 || { tail -30 "$DEST/build.log"; exit 1; }
+echo "$WANT" > "$STAMP"
+echo "llama.cpp: ready in $DEST/build/bin"
