@@ -18,7 +18,7 @@ from typing import Callable
 
 from fintune.registry import Registry
 
-INSTRUCTION = "Show the formula, the numbers and each step, then end with a line 'Final answer: <number>'."
+
 
 
 @dataclass

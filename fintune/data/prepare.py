@@ -1,0 +1,163 @@
+"""Data stage: generated quant problems + user files -> train / held-out JSONL.
+
+Writes into ``data_dir``: ``train.jsonl`` (chat ``messages`` + ``source`` + ``id``),
+``heldout.jsonl`` (the evaluation schema of ``../shared/eval``), ``rejects.jsonl``
+(every dropped row with its reason) and ``stats.json``.
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import logging
+import re
+from collections import Counter
+from pathlib import Path
+
+from fintune.config import PipelineConfig
+from fintune.data import quant
+from fintune.data.formats import FORMATS, RowError, detect
+from fintune.data.jsonl import DataError, read_jsonl, write_jsonl
+from fintune.manifest import atomic_path, write_json_atomic
+from fintune.prompts import user_prompt
+
+log = logging.getLogger(__name__)
+
+
+def normalize(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip().lower()
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(normalize(text).encode()).hexdigest()[:20]
+
+
+def problem_to_chat(p: quant.Problem, idx: int) -> dict:
+    return {"id": f"quant-{p.family}-{idx}", "source": f"generator:quant/{p.family}",
+            "messages": [{"role": "user", "content": user_prompt(p.question)},
+                         {"role": "assistant", "content": p.solution()}]}
+
+
+def problem_to_eval(p: quant.Problem, idx: int, split: str) -> dict:
+    return {"id": f"heldout-{p.family}-{idx}", "question": p.question, "context": None,
+            "answer": quant.fmt(p.answer), "answer_numeric": float(p.answer),
+            "source": "generator:quant", "license": "generated",
+            "meta": {"family": p.family, "template": p.template, "unit": p.unit, "split": split}}
+
+
+def read_user_files(folder: Path, rejects: list[dict], counts: Counter) -> list[dict]:
+    """Every *.jsonl under `folder` (README and subfolders like eval/ are skipped)."""
+    rows: list[dict] = []
+    if not folder.is_dir():
+        return rows
+    for path in sorted(folder.glob("*.jsonl")):
+        try:
+            for lineno, row in enumerate(read_jsonl(path), 1):
+                fmt = detect(row)
+                where = f"{path}:{lineno}"
+                if fmt is None:
+                    _reject(rejects, counts, where, "format", f"cannot detect the format from keys "
+                            f"{sorted(row)}; known formats: {', '.join(FORMATS.names())}")
+                    continue
+                try:
+                    msgs = fmt.convert(row)
+                except RowError as e:
+                    _reject(rejects, counts, where, e.field, e.reason)
+                    continue
+                rows.append({"id": f"{path.stem}-{lineno}", "source": f"file:{path.name}",
+                             "format": fmt.name, "messages": msgs})
+                counts[f"kept:{path.name}"] += 1
+        except (DataError, UnicodeDecodeError) as e:
+            raise DataError(f"{path}: {e}") from None
+    return rows
+
+
+def _reject(rejects, counts, where, field, reason):
+    rejects.append({"where": where, "field": field, "reason": reason})
+    counts[f"rejected:{where.rsplit(':', 1)[0]}"] += 1
+
+
+def contamination_hashes(patterns: list[str]) -> dict[str, str]:
+    """Normalized-question hash -> 'file:id' for every evaluation item."""
+    hashes: dict[str, str] = {}
+    for pattern in patterns:
+        for f in sorted(glob.glob(pattern)):
+            for row in read_jsonl(f):
+                if isinstance(row.get("question"), str):
+                    hashes[text_hash(row["question"])] = f"{f}:{row.get('id')}"
+    return hashes
+
+
+def first_user_text(messages: list[dict]) -> str:
+    return next(m["content"] for m in messages if m["role"] == "user")
+
+
+def run(cfg: PipelineConfig) -> Path:
+    d = cfg.data
+    out = Path(d.data_dir)
+    rejects: list[dict] = []
+    counts: Counter = Counter()
+
+    n_heldout = max(1, int(d.num_generated * d.heldout_fraction))
+    train_problems = quant.generate_set(d.num_generated, seed=d.data_seed) if "quant" in d.generators else []
+    # Held-out: half unseen phrasings, half fresh draws of the training phrasings.
+    heldout = ([("unseen_template", p) for p in quant.generate_unseen(n_heldout - n_heldout // 2, d.data_seed + 1)]
+               + [("random", p) for p in quant.generate_set(n_heldout // 2, d.data_seed + 2)])
+    rows = [problem_to_chat(p, i) for i, p in enumerate(train_problems)]
+    counts["kept:generator:quant"] = len(rows)
+    rows += read_user_files(Path(d.dataset_folder), rejects, counts)
+
+    # Exact duplicates (normalized full conversation) are dropped, and counted.
+    seen, unique = set(), []
+    for r in rows:
+        h = text_hash(json.dumps(r["messages"]))
+        if h in seen:
+            counts["duplicates_removed"] += 1
+            rejects.append({"where": r["id"], "field": "messages", "reason": "exact duplicate"})
+            continue
+        seen.add(h)
+        unique.append(r)
+    rows = unique
+
+    # Evaluation items never reach training: held-out questions and external sets.
+    heldout_q = {text_hash(p.question) for _, p in heldout}
+    rows_before = len(rows)
+    rows = [r for r in rows if text_hash(_question_of(r)) not in heldout_q]
+    counts["dropped_overlapping_heldout"] = rows_before - len(rows)
+    external = contamination_hashes(d.contamination_files)
+    for r in rows:
+        hit = external.get(text_hash(_question_of(r)))
+        if hit:
+            raise DataError(f"training row {r['id']} ({r['source']}) is an evaluation item: {hit}")
+
+    user_total = sum(v for k, v in counts.items() if k.startswith(("kept:file", "rejected:")))
+    n_rejected = sum(v for k, v in counts.items() if k.startswith("rejected:"))
+    if user_total and n_rejected / user_total > d.max_reject_fraction:
+        _write_rejects(out, rejects)
+        raise DataError(f"{n_rejected} of {user_total} user rows rejected (more than "
+                        f"{d.max_reject_fraction:.0%}); see {out / 'rejects.jsonl'}")
+
+    heldout_rows = [problem_to_eval(p, i, split) for i, (split, p) in enumerate(heldout)]
+    stats = {"train": len(rows), "heldout": len(heldout_rows), "counts": dict(counts),
+             "families": dict(Counter(p.family for p in train_problems)),
+             "external_eval_items_guarded": len(external)}
+    with atomic_path(out) as tmp:
+        tmp.mkdir(parents=True)
+        write_jsonl(tmp / "train.jsonl", rows)
+        write_jsonl(tmp / "heldout.jsonl", heldout_rows)
+        write_jsonl(tmp / "rejects.jsonl", rejects)
+        write_json_atomic(tmp / "stats.json", stats)
+    log.info("data: %d train rows, %d held-out items, %d rejected, %d duplicates removed -> %s",
+             len(rows), len(heldout_rows), n_rejected, counts["duplicates_removed"], out)
+    return out
+
+
+def _question_of(row: dict) -> str:
+    text = first_user_text(row["messages"])
+    # Generated prompts carry the answer-format instruction; compare the question alone.
+    return text.split("\n\n")[0]
+
+
+def _write_rejects(out: Path, rejects: list[dict]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    write_jsonl(out / "rejects.jsonl", rejects)

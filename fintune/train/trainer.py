@@ -1,0 +1,180 @@
+"""Training stage: LoRA SFT with TRL's SFTTrainer, loss on the assistant reply only.
+
+We tokenize ourselves (``templates.tokenize_example``) and hand TRL ``input_ids``
+and ``labels``: the mask is then exactly "last assistant turn", whatever the chat
+template does (DeepSeek-R1's drops reasoning from assistant turns otherwise).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import time
+from pathlib import Path
+
+from fintune.config import PipelineConfig
+from fintune.data.jsonl import read_jsonl, write_jsonl
+from fintune.manifest import atomic_path, write_json_atomic
+from fintune.train import backends
+
+log = logging.getLogger(__name__)
+ADAPTER_RECORD = "fintune_adapter.json"
+
+
+def resolve_checkpoint(value: str | None, checkpoint_dir: str | Path) -> str | None:
+    """PATH, or 'latest' / 'checkpoint-latest' for the newest checkpoint-N."""
+    if not value:
+        return None
+    if value not in ("latest", "checkpoint-latest"):
+        if not Path(value).is_dir():
+            raise FileNotFoundError(f"--resume_from_checkpoint {value}: no such checkpoint directory")
+        return value
+    found = [p for p in Path(checkpoint_dir).glob("checkpoint-*") if re.fullmatch(r"checkpoint-\d+", p.name)]
+    if not found:
+        raise FileNotFoundError(f"--resume_from_checkpoint {value}: no checkpoint-N in {checkpoint_dir}")
+    return str(max(found, key=lambda p: int(p.name.split("-")[1])))
+
+
+def build_dataset(rows: list[dict], tokenizer, family, max_len: int) -> tuple[list[dict], dict]:
+    """Tokenize with the loss mask; rows over max_len are dropped and counted."""
+    out, too_long = [], 0
+    for row in rows:
+        ex = family_tokenize(tokenizer, family, row["messages"])
+        if len(ex["input_ids"]) > max_len:
+            too_long += 1
+            continue
+        if all(l == -100 for l in ex["labels"]):
+            raise ValueError(f"row {row['id']}: no assistant token left unmasked")
+        out.append(ex)
+    if not out:
+        raise ValueError("no training example fits max_seq_length; raise --max_seq_length")
+    return out, {"kept": len(out), "dropped_too_long": too_long}
+
+
+def family_tokenize(tokenizer, family, messages):
+    from fintune.templates import tokenize_example
+
+    return tokenize_example(tokenizer, family, messages)
+
+
+def pick_precision(cfg: PipelineConfig, on_cuda: bool) -> str:
+    if cfg.train.precision != "auto":
+        return cfg.train.precision
+    if on_cuda:
+        import torch
+
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    speedup = backends.bf16_matmul_speedup()
+    choice = "bf16" if speedup > 1.2 else "fp32"
+    log.info("train: CPU bf16/fp32 matmul speed ratio %.2f -> %s", speedup, choice)
+    return choice
+
+
+def run(cfg: PipelineConfig) -> Path:
+    from fintune.models import resolve_base_model
+
+    t = cfg.train
+    choice = backends.choose_backend(t.backend)
+    log.info("train: backend %s (%s)", choice.backend, choice.reason)
+    model_path = resolve_base_model(cfg.model.base_model)
+    on_cuda = backends.cuda_available()
+    if choice.backend == "unsloth":
+        model, tokenizer = backends.load_unsloth(cfg, model_path)
+    else:
+        model, tokenizer = backends.load_peft(cfg, model_path, on_cuda)
+
+    from fintune.templates import detect
+
+    family = detect(tokenizer.chat_template)
+    rows = list(read_jsonl(Path(cfg.data.data_dir) / "train.jsonl"))
+    random.Random(t.train_seed).shuffle(rows)
+    n_val = max(1, int(len(rows) * t.val_fraction)) if t.val_fraction > 0 else 0
+    train_ex, stats = build_dataset(rows[n_val:], tokenizer, family, cfg.model.max_seq_length)
+    val_ex, _ = build_dataset(rows[:n_val], tokenizer, family, cfg.model.max_seq_length) if n_val else ([], {})
+    log.info("train: %d examples (%d dropped over max_seq_length=%d), %d validation, template %s",
+             stats["kept"], stats["dropped_too_long"], cfg.model.max_seq_length, len(val_ex), family.name)
+
+    trainer = make_trainer(cfg, model, tokenizer, train_ex, val_ex, pick_precision(cfg, on_cuda), on_cuda)
+    resume = resolve_checkpoint(t.resume_from_checkpoint, t.checkpoint_dir)
+    start = time.time()
+    result = trainer.train(resume_from_checkpoint=resume)
+    elapsed = time.time() - start
+    return save_adapter(cfg, trainer, tokenizer, model_path, choice, family.name, stats, elapsed, result)
+
+
+def make_trainer(cfg, model, tokenizer, train_ex, val_ex, precision: str, on_cuda: bool):
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    t = cfg.train
+    args = SFTConfig(
+        output_dir=t.checkpoint_dir, per_device_train_batch_size=t.per_device_train_batch_size,
+        per_device_eval_batch_size=t.per_device_train_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps, learning_rate=t.learning_rate,
+        num_train_epochs=t.num_train_epochs, max_steps=t.max_steps, lr_scheduler_type=t.lr_scheduler_type,
+        warmup_steps=t.warmup_ratio, weight_decay=t.weight_decay, logging_steps=t.logging_steps,
+        save_steps=t.save_steps, save_total_limit=t.save_total_limit, seed=t.train_seed,
+        bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not on_cuda,
+        max_length=cfg.model.max_seq_length, packing=t.packing,
+        gradient_checkpointing=t.gradient_checkpointing,
+        eval_strategy="steps" if val_ex else "no", eval_steps=t.eval_steps,
+        # Batches of similar length waste less compute on padding.
+        train_sampling_strategy="group_by_length",
+        report_to=["tensorboard"],
+        dataloader_num_workers=0, include_num_input_tokens_seen="non_padding",
+    )
+    return SFTTrainer(model=model, args=args, processing_class=tokenizer,
+                      train_dataset=Dataset.from_list(train_ex),
+                      eval_dataset=Dataset.from_list(val_ex) if val_ex else None)
+
+
+def save_adapter(cfg, trainer, tokenizer, model_path, choice, family_name, stats, elapsed, result) -> Path:
+    import torch
+
+    out = Path(cfg.train.lora_output_dir)
+    history = trainer.state.log_history
+    trained_tokens = trainer.state.num_input_tokens_seen or None
+    with atomic_path(out) as tmp:
+        trainer.model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_jsonl(tmp / "train_log.jsonl", history)
+        write_json_atomic(tmp / ADAPTER_RECORD, {
+            "base_model": cfg.model.base_model, "base_model_path": model_path,
+            "backend": choice.backend, "backend_reason": choice.reason, "chat_template_family": family_name,
+            "lora": cfg.section_dict("lora"), "train": cfg.section_dict("train"),
+            "model": cfg.section_dict("model"), "data": stats,
+            "global_step": trainer.state.global_step, "train_seconds": round(elapsed, 1),
+            "train_loss": getattr(result, "training_loss", None),
+            "peak_rss_mb": _peak_rss_mb(), "trained_tokens": trained_tokens,
+            "cuda_peak_mb": (torch.cuda.max_memory_allocated() >> 20) if torch.cuda.is_available() else None,
+            "versions": _versions(),
+        })
+    log.info("train: %d steps in %.0fs, final loss %s -> %s", trainer.state.global_step, elapsed,
+             getattr(result, "training_loss", "?"), out)
+    return out
+
+
+def _peak_rss_mb() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("torch", "transformers", "trl", "peft", "unsloth"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def read_adapter_record(adapter_dir: str | Path) -> dict:
+    p = Path(adapter_dir) / ADAPTER_RECORD
+    if not p.is_file():
+        raise FileNotFoundError(f"{p} not found: {adapter_dir} was not written by the training stage")
+    return json.loads(p.read_text())
