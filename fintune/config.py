@@ -121,6 +121,8 @@ class ExportConfig:
     gguf_q4_path: str = "outputs/financial_model_q4_k_m.gguf"
     gguf_q8_path: str = "outputs/financial_model_q8_0.gguf"
     modelfile_path: str = "outputs/Modelfile"
+    quant_types: list[str] = field(default_factory=lambda: ["Q4_K_M", "Q8_0"])
+    cleanup_intermediates: bool = False
     ollama_model_name: str = "financial-model"
     smoke_prompt: str = "What is the future value of $1,000 invested at 5% a year for 3 years?"
     smoke_tokens: int = 48
@@ -129,6 +131,14 @@ class ExportConfig:
         for name in ("gguf_f16_path", "gguf_q4_path", "gguf_q8_path"):
             _check(str(getattr(self, name)).endswith(".gguf"), f"export.{name} must end with .gguf")
         _check(self.smoke_tokens > 0, "export.smoke_tokens must be > 0")
+        _check(len(self.quant_types) > 0, "export.quant_types must name at least one type")
+
+    def gguf_path(self, qtype: str) -> Path:
+        """Where a quantization type is written; Q4_K_M and Q8_0 have their own flags."""
+        named = {"Q4_K_M": self.gguf_q4_path, "Q8_0": self.gguf_q8_path, "F16": self.gguf_f16_path}
+        if qtype in named:
+            return Path(named[qtype])
+        return Path(self.gguf_f16_path).with_name(f"financial_model_{qtype.lower()}.gguf")
 
 
 @dataclass

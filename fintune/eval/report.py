@@ -1,0 +1,65 @@
+"""Score predictions and write report.json / report.md / predictions.jsonl."""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from fintune.data.jsonl import write_jsonl
+from fintune.eval.extract import extract, score, wilson
+from fintune.manifest import write_json_atomic
+
+
+def category_of(item: dict) -> str:
+    meta = item.get("meta") or {}
+    return str(meta.get("family") or meta.get("origin") or meta.get("formula") or "all")
+
+
+def score_set(model: str, eval_set: str, items: list[dict], outputs: list[str], seconds: float) -> tuple[dict, list]:
+    rows, skipped = [], 0
+    per_cat: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    k = k_strict = k_fmt = k_scaled = k_fallback = 0
+    for item, text in zip(items, outputs):
+        gold = item.get("answer_numeric")
+        if gold is None:
+            skipped += 1
+            continue
+        ex = extract(text)
+        sc = score(ex.value, float(gold))
+        k += sc.correct
+        k_strict += sc.correct_strict
+        k_scaled += sc.correct and sc.scaled
+        k_fmt += ex.method == "final_answer"
+        k_fallback += sc.correct and ex.method == "last_number"
+        cat = per_cat[category_of(item)]
+        cat[0] += sc.correct
+        cat[1] += 1
+        rows.append({"model": model, "eval_set": eval_set, "id": item["id"], "output": text,
+                     "extracted": ex.value, "method": ex.method, "gold": gold, "correct": sc.correct,
+                     "correct_strict": sc.correct_strict, "scaled": sc.scaled})
+    n = len(rows)
+    result = {
+        "model": model, "eval_set": eval_set, "n": n, "skipped": skipped,
+        "accuracy": k / n if n else 0.0, "ci95": list(wilson(k, n)),
+        "accuracy_strict": k_strict / n if n else 0.0, "format_rate": k_fmt / n if n else 0.0,
+        "correct_via_scale": k_scaled, "correct_via_last_number": k_fallback,
+        "seconds": round(seconds, 1),
+        "per_category": {c: {"n": v[1], "accuracy": v[0] / v[1]} for c, v in sorted(per_cat.items())},
+    }
+    return result, rows
+
+
+def write_report(out_dir: Path, results: list[dict], predictions: list[dict]) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_jsonl(out_dir / "predictions.jsonl", predictions)
+    (out_dir / "report.md").write_text(markdown(results), encoding="utf-8")
+    return write_json_atomic(out_dir / "report.json", {"results": results})
+
+
+def markdown(results: list[dict]) -> str:
+    lines = ["| model | eval set | n | accuracy | 95% CI | strict (0.2%) | format |",
+             "|---|---|---|---|---|---|---|"]
+    for r in results:
+        lo, hi = r["ci95"]
+        lines.append(f"| {r['model']} | {r['eval_set']} | {r['n']} | {r['accuracy']:.1%} | "
+                     f"[{lo:.1%}, {hi:.1%}] | {r['accuracy_strict']:.1%} | {r['format_rate']:.1%} |")
+    return "\n".join(lines) + "\n"

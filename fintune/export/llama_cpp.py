@@ -1,0 +1,80 @@
+"""The llama.cpp tree: find its tools before long work, and run them."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+SETUP_HINT = "run `scripts/setup_llama_cpp.sh {root}` (or `make setup`) to fetch and build it"
+
+
+class LlamaCppError(RuntimeError):
+    pass
+
+
+@dataclass
+class LlamaCpp:
+    root: Path
+
+    @property
+    def convert_script(self) -> Path:
+        return self.root / "convert_hf_to_gguf.py"
+
+    def binary(self, name: str) -> Path:
+        for cand in (self.root / "build" / "bin" / name, self.root / name):
+            if cand.is_file() and os.access(cand, os.X_OK):
+                return cand
+        raise LlamaCppError(f"{name} not found under {self.root}/build/bin; "
+                            + SETUP_HINT.format(root=self.root))
+
+    def preflight(self) -> None:
+        """Fail fast, naming what is missing, before any long step runs."""
+        if not self.root.is_dir():
+            raise LlamaCppError(f"llama.cpp not found at {self.root}; " + SETUP_HINT.format(root=self.root))
+        for p in (self.convert_script, self.root / "gguf-py" / "gguf"):
+            if not p.exists():
+                raise LlamaCppError(f"{p} missing: {self.root} is not a llama.cpp source tree; "
+                                    + SETUP_HINT.format(root=self.root))
+        for name in ("llama-quantize", "llama-completion"):
+            self.binary(name)
+
+    def version(self) -> str:
+        src = self.root / ".fintune-source"
+        return src.read_text().strip() if src.is_file() else "unknown"
+
+    def quant_types(self) -> list[str]:
+        """Quantization type names as llama-quantize itself lists them."""
+        out = subprocess.run([str(self.binary("llama-quantize")), "--help"], capture_output=True, text=True)
+        text = out.stdout + out.stderr
+        return re.findall(r"^\s+\d+\s+or\s+([A-Z0-9_]+)\s*:", text, re.M)
+
+    def convert(self, model_dir: Path, outfile: Path, outtype: str = "f16") -> None:
+        env = dict(os.environ)
+        # the converter must use the gguf-py beside it, not an older pip copy
+        env["PYTHONPATH"] = os.pathsep.join([str(self.root / "gguf-py"), env.get("PYTHONPATH", "")])
+        _run([sys.executable, str(self.convert_script), str(model_dir), "--outfile", str(outfile),
+              "--outtype", outtype], env=env, what="convert_hf_to_gguf.py")
+
+    def quantize(self, src: Path, dst: Path, qtype: str, threads: int | None = None) -> None:
+        cmd = [str(self.binary("llama-quantize")), str(src), str(dst), qtype]
+        if threads:
+            cmd.append(str(threads))
+        _run(cmd, what="llama-quantize")
+
+    def generate(self, gguf: Path, prompt: str, n_tokens: int, seed: int = 0) -> str:
+        """Greedy completion of a raw (already templated) prompt."""
+        cmd = [str(self.binary("llama-completion")), "-m", str(gguf), "-p", prompt, "-n", str(n_tokens),
+               "-no-cnv", "--temp", "0", "-s", str(seed), "--no-display-prompt", "-c", "2048",
+               "--no-warmup"]
+        return _run(cmd, what="llama-completion").strip()
+
+
+def _run(cmd: list[str], what: str, env: dict | None = None) -> str:
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
+        raise LlamaCppError(f"{what} failed (exit {proc.returncode}):\n{tail}")
+    return proc.stdout

@@ -1,0 +1,11 @@
+#!/usr/bin/env python3
+"""Run the whole pipeline: data -> LoRA training -> FP16 merge -> GGUF export -> evaluation.
+
+    python train_financial_model.py [--config configs/NAME.yaml] [--skip_training ...]
+"""
+import sys
+
+from fintune.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
