@@ -48,7 +48,8 @@ STAGES = [
     Stage("export", "skip_quantization", "fintune.export:run",
           lambda c: {k: v for k, v in c.section_dict("export").items() if k != "merged_model_dir"},
           after=("merge",)),
-    Stage("eval", "skip_eval", "fintune.eval:run", lambda c: c.section_dict("eval"), after=("data", "train")),
+    Stage("eval", "skip_eval", "fintune.eval:run", lambda c: c.section_dict("eval"),
+          after=("data", "train", "export")),
 ]
 STAGE_NAMES = [s.name for s in STAGES]
 

@@ -29,7 +29,7 @@ def test_every_stage_ran_and_recorded(run_once):
     for name, rec in stages.items():
         assert rec["status"] == "complete", name
         for art in rec["artifacts"]:
-            assert all(len(f["sha256"]) == 64 and f["size"] > 0 for f in art["files"])
+            assert art["size"] > 0 and all(len(f["sha256"]) == 64 for f in art["files"])
 
 
 def test_merged_checkpoint_loads_strictly(run_once):

@@ -25,7 +25,8 @@ def test_chatml_mask_is_exactly_the_assistant_reply(tokenizer):
 
 def test_no_double_bos(tokenizer):
     ex = tokenize_example(tokenizer, FAMILIES.get("chatml"), MSGS)
-    assert ex["input_ids"].count(tokenizer.bos_token_id) == 2  # one <|im_start|> per turn, plus system
+    # SmolLM2's BOS is <|im_start|>: exactly one per turn (system, user, assistant), none added twice
+    assert ex["input_ids"].count(tokenizer.bos_token_id) == 3
     assert ex["input_ids"][0] == tokenizer.bos_token_id
     assert ex["input_ids"][1] != tokenizer.bos_token_id
 

@@ -59,7 +59,7 @@ def test_resume_from_latest_checkpoint(trained):
 
     cfg, _ = trained
     latest = resolve_checkpoint("checkpoint-latest", cfg.train.checkpoint_dir)
-    assert Path(latest).name == "checkpoint-2"
+    assert Path(latest).name == "checkpoint-3"  # save_steps=2, plus the final step
     assert resolve_checkpoint("latest", cfg.train.checkpoint_dir) == latest
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         resolve_checkpoint("latest", Path(cfg.train.checkpoint_dir) / "nowhere")

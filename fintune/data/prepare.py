@@ -100,9 +100,12 @@ def run(cfg: PipelineConfig) -> Path:
 
     n_heldout = max(1, int(d.num_generated * d.heldout_fraction))
     train_problems = quant.generate_set(d.num_generated, seed=d.data_seed) if "quant" in d.generators else []
-    # Held-out: half unseen phrasings, half fresh draws of the training phrasings.
-    heldout = ([("unseen_template", p) for p in quant.generate_unseen(n_heldout - n_heldout // 2, d.data_seed + 1)]
-               + [("random", p) for p in quant.generate_set(n_heldout // 2, d.data_seed + 2)])
+    # Held-out: half unseen phrasings, half fresh draws of the training phrasings,
+    # interleaved so that any --eval_limit prefix covers both halves and every family.
+    unseen = quant.generate_unseen(n_heldout - n_heldout // 2, d.data_seed + 1)
+    fresh = quant.generate_set(n_heldout // 2, d.data_seed + 2)
+    heldout = [pair for i in range(len(unseen)) for pair in
+               [("unseen_template", unseen[i])] + ([("random", fresh[i])] if i < len(fresh) else [])]
     rows = [problem_to_chat(p, i) for i, p in enumerate(train_problems)]
     counts["kept:generator:quant"] = len(rows)
     rows += read_user_files(Path(d.dataset_folder), rejects, counts)

@@ -17,6 +17,7 @@ def category_of(item: dict) -> str:
 def score_set(model: str, eval_set: str, items: list[dict], outputs: list[str], seconds: float) -> tuple[dict, list]:
     rows, skipped = [], 0
     per_cat: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    per_split: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     k = k_strict = k_fmt = k_scaled = k_fallback = 0
     for item, text in zip(items, outputs):
         gold = item.get("answer_numeric")
@@ -33,6 +34,9 @@ def score_set(model: str, eval_set: str, items: list[dict], outputs: list[str], 
         cat = per_cat[category_of(item)]
         cat[0] += sc.correct
         cat[1] += 1
+        split = per_split[str((item.get("meta") or {}).get("split", "all"))]
+        split[0] += sc.correct
+        split[1] += 1
         rows.append({"model": model, "eval_set": eval_set, "id": item["id"], "output": text,
                      "extracted": ex.value, "method": ex.method, "gold": gold, "correct": sc.correct,
                      "correct_strict": sc.correct_strict, "scaled": sc.scaled})
@@ -44,6 +48,7 @@ def score_set(model: str, eval_set: str, items: list[dict], outputs: list[str], 
         "correct_via_scale": k_scaled, "correct_via_last_number": k_fallback,
         "seconds": round(seconds, 1),
         "per_category": {c: {"n": v[1], "accuracy": v[0] / v[1]} for c, v in sorted(per_cat.items())},
+        "per_split": {c: {"n": v[1], "accuracy": v[0] / v[1]} for c, v in sorted(per_split.items())},
     }
     return result, rows
 

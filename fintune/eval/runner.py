@@ -52,3 +52,29 @@ class HFRunner:
             log.info("eval: %s %d/%d generated (%.0fs)", self.name, min(b + batch_size, len(order)),
                      len(order), time.time() - start)
         return out
+
+
+class GGUFRunner:
+    """Greedy generation through llama.cpp's llama-completion, one process per
+    prompt. On CPU this beats batched transformers generation (111 vs 49-69
+    tokens/s measured for SmolLM2-135M on 2 cores), and it evaluates the very
+    files users ship."""
+
+    def __init__(self, gguf: str | Path, llama_cpp_path: str | Path, tokenizer_dir: str | Path,
+                 name: str | None = None):
+        from transformers import AutoTokenizer
+
+        from fintune.export.llama_cpp import LlamaCpp
+
+        self.gguf = Path(gguf)
+        self.name = name or self.gguf.name
+        self.lc = LlamaCpp(Path(llama_cpp_path))
+        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+
+    def generate(self, prompts: list[str], max_new_tokens: int, batch_size: int = 1) -> list[str]:
+        out, start = [], time.time()
+        for i, prompt in enumerate(prompts, 1):
+            out.append(self.lc.generate(self.gguf, prompt, max_new_tokens))
+            if i % 20 == 0 or i == len(prompts):
+                log.info("eval: %s %d/%d generated (%.0fs)", self.name, i, len(prompts), time.time() - start)
+        return out

@@ -69,7 +69,9 @@ class LlamaCpp:
         cmd = [str(self.binary("llama-completion")), "-m", str(gguf), "-p", prompt, "-n", str(n_tokens),
                "-no-cnv", "--temp", "0", "-s", str(seed), "--no-display-prompt", "-c", "2048",
                "--no-warmup"]
-        return _run(cmd, what="llama-completion").strip()
+        text = _run(cmd, what="llama-completion")
+        # llama-completion marks a stop on an end-of-generation token this way
+        return text.replace("[end of text]", "").strip()
 
 
 def _run(cmd: list[str], what: str, env: dict | None = None) -> str:
