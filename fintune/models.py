@@ -126,8 +126,3 @@ def _restore_smollm_pretokenizer(path: Path) -> None:
                               "use_regex": True}
     data["model"]["byte_fallback"] = False
     path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-
-
-def read_record(model_dir: str | Path) -> dict:
-    p = Path(model_dir) / _RECORD
-    return json.loads(p.read_text()) if p.is_file() else {}

@@ -1,7 +1,7 @@
 """Name -> object registries whose failed lookup lists the valid names."""
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Generic, Iterator, TypeVar
 
 T = TypeVar("T")
 
@@ -54,10 +54,3 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._items)
-
-
-def first_match(registry: Registry[T], predicate: Callable[[T], bool]) -> T | None:
-    for _, item in registry.items():
-        if predicate(item):
-            return item
-    return None

@@ -29,6 +29,8 @@ if [ ! -f "$DEST/convert_hf_to_gguf.py" ]; then
   tar -xzf "$tmp"/llama_cpp_python-*.tar.gz -C "$tmp"
   rm -rf "$DEST.partial"
   mv "$tmp"/llama_cpp_python-*/vendor/llama.cpp "$DEST.partial"
+  # The sdist keeps the submodule's .git pointer file; it points nowhere here.
+  rm -f "$DEST.partial/.git"
   # Record which llama.cpp this is; the sdist carries no .git.
   echo "llama-cpp-python==$LCP_VERSION" > "$DEST.partial/.fintune-source"
   mv "$DEST.partial" "$DEST"

@@ -16,6 +16,7 @@ from pathlib import Path
 from fintune.config import PipelineConfig
 from fintune.data.jsonl import read_jsonl, write_jsonl
 from fintune.manifest import atomic_path, write_json_atomic
+from fintune.templates import detect, tokenize_example
 from fintune.train import backends
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ def build_dataset(rows: list[dict], tokenizer, family, max_len: int) -> tuple[li
     """Tokenize with the loss mask; rows over max_len are dropped and counted."""
     out, too_long = [], 0
     for row in rows:
-        ex = family_tokenize(tokenizer, family, row["messages"])
+        ex = tokenize_example(tokenizer, family, row["messages"])
         if len(ex["input_ids"]) > max_len:
             too_long += 1
             continue
@@ -50,12 +51,6 @@ def build_dataset(rows: list[dict], tokenizer, family, max_len: int) -> tuple[li
     if not out:
         raise ValueError("no training example fits max_seq_length; raise --max_seq_length")
     return out, {"kept": len(out), "dropped_too_long": too_long}
-
-
-def family_tokenize(tokenizer, family, messages):
-    from fintune.templates import tokenize_example
-
-    return tokenize_example(tokenizer, family, messages)
 
 
 def pick_precision(cfg: PipelineConfig, on_cuda: bool) -> str:
@@ -83,8 +78,6 @@ def run(cfg: PipelineConfig) -> Path:
         model, tokenizer = backends.load_unsloth(cfg, model_path)
     else:
         model, tokenizer = backends.load_peft(cfg, model_path, on_cuda)
-
-    from fintune.templates import detect
 
     family = detect(tokenizer.chat_template)
     rows = list(read_jsonl(Path(cfg.data.data_dir) / "train.jsonl"))
