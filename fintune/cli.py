@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 from fintune.config import ConfigError, add_config_flags, build_config, load_yaml, overrides_from_args

@@ -1,7 +1,6 @@
 """The real default job: SmolLM2-135M through every stage, as `make run` does it."""
 import json
 import subprocess
-from pathlib import Path
 
 import pytest
 

@@ -73,7 +73,7 @@ def produce(lc: LlamaCpp, final: Path, make, expect: str, prompt: str) -> dict:
 
 
 def run(cfg: PipelineConfig) -> list[Path]:
-    from fintune.templates import FAMILIES, default_system_prompt, detect
+    from fintune.templates import default_system_prompt, detect
 
     e = cfg.export
     lc = preflight(cfg)
