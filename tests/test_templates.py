@@ -66,3 +66,19 @@ def test_r1_render_keeps_reasoning_the_template_would_drop():
     assert prompt.endswith("<\uff5cAssistant\uff5c><think>\n")
     assert completion.startswith("risk = 2% of 10,000 = 200\n</think>")
     assert completion.endswith(_FakeR1Tokenizer.eos_token)
+
+
+def test_real_r1_template_is_detected_and_masks_only_the_reply(r1_tokenizer):
+    fam = detect(r1_tokenizer.chat_template)
+    assert fam.name == "deepseek-r1"
+    reply = {"role": "assistant", "content": "<think>\nrisk = 2% of 10,000 = 200\n</think>\nFinal answer: 200"}
+    # the official template itself drops the reasoning: this is the trap
+    assert "risk = 2%" not in r1_tokenizer.apply_chat_template(MSGS[:1] + [reply], tokenize=False)
+    ex = tokenize_example(r1_tokenizer, fam, MSGS[:1] + [reply])
+    ids, labels = ex["input_ids"], ex["labels"]
+    first = next(i for i, l in enumerate(labels) if l != -100)
+    assert labels[first:] == ids[first:] and all(l == -100 for l in labels[:first])
+    assert r1_tokenizer.decode(ids[:first]).endswith("<\uff5cAssistant\uff5c>")
+    trained = r1_tokenizer.decode(ids[first:])
+    assert "risk = 2% of 10,000 = 200" in trained and trained.endswith(r1_tokenizer.eos_token)
+    assert ids.count(r1_tokenizer.bos_token_id) == 1 and ids[0] == r1_tokenizer.bos_token_id

