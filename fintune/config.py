@@ -122,6 +122,13 @@ class ExportConfig:
     gguf_q8_path: str = "outputs/financial_model_q8_0.gguf"
     modelfile_path: str = "outputs/Modelfile"
     quant_types: list[str] = field(default_factory=lambda: ["Q4_K_M", "Q8_0"])
+    # precision of the unquantized GGUF the quants are made from: f16 or bf16
+    gguf_outtype: str = "f16"
+    # independent export steps (quantize, verify, smoke) run this many at a time
+    export_jobs: int = 2
+    # merge: "in_memory" (PEFT merge_and_unload, verified by logits), "by_shard"
+    # (one safetensors shard at a time, for RAM smaller than the model) or "auto"
+    merge_mode: str = "auto"
     cleanup_intermediates: bool = False
     ollama_model_name: str = "financial-model"
     smoke_prompt: str = "What is the future value of $1,000 invested at 5% a year for 3 years?"
@@ -132,10 +139,23 @@ class ExportConfig:
             _check(str(getattr(self, name)).endswith(".gguf"), f"export.{name} must end with .gguf")
         _check(self.smoke_tokens > 0, "export.smoke_tokens must be > 0")
         _check(len(self.quant_types) > 0, "export.quant_types must name at least one type")
+        _check(self.gguf_outtype in ("f16", "bf16"), f"export.gguf_outtype must be f16 or bf16, got {self.gguf_outtype!r}")
+        _check(self.export_jobs >= 1, "export.export_jobs must be >= 1")
+        _check(self.merge_mode in ("auto", "in_memory", "by_shard"),
+               f"export.merge_mode must be auto, in_memory or by_shard; got {self.merge_mode!r}")
+
+    @property
+    def unquantized_gguf(self) -> Path:
+        """The F16 (or BF16) GGUF every quant is made from."""
+        p = Path(self.gguf_f16_path)
+        if self.gguf_outtype == "bf16":
+            return p.with_name(p.name.replace("fp16", "bf16").replace("f16", "bf16"))
+        return p
 
     def gguf_path(self, qtype: str) -> Path:
         """Where a quantization type is written; Q4_K_M and Q8_0 have their own flags."""
-        named = {"Q4_K_M": self.gguf_q4_path, "Q8_0": self.gguf_q8_path, "F16": self.gguf_f16_path}
+        named = {"Q4_K_M": self.gguf_q4_path, "Q8_0": self.gguf_q8_path, "F16": self.gguf_f16_path,
+                 "BF16": str(self.unquantized_gguf)}
         if qtype in named:
             return Path(named[qtype])
         return Path(self.gguf_f16_path).with_name(f"financial_model_{qtype.lower()}.gguf")

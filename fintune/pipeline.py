@@ -40,14 +40,22 @@ def _train_settings(cfg: PipelineConfig) -> dict:
     return {"model": cfg.section_dict("model"), "lora": cfg.section_dict("lora"), "train": train}
 
 
+def _export_settings(cfg: PipelineConfig) -> dict:
+    from fintune.export.llama_cpp import LlamaCpp
+
+    export = {k: v for k, v in cfg.section_dict("export").items() if k not in ("merged_model_dir", "merge_mode")}
+    # a rebuilt llama.cpp is a new converter: re-export, and the manifest says which one made the files
+    export["llama_cpp_version"] = LlamaCpp(Path(cfg.export.llama_cpp_path)).version()
+    return export
+
+
 STAGES = [
     Stage("data", "skip_dataset_prep", "fintune.data:run", lambda c: c.section_dict("data")),
     Stage("train", "skip_training", "fintune.train:run", _train_settings, after=("data",)),
     Stage("merge", "skip_merge", "fintune.merge:run",
-          lambda c: {"merged_model_dir": c.export.merged_model_dir}, after=("train",)),
-    Stage("export", "skip_quantization", "fintune.export:run",
-          lambda c: {k: v for k, v in c.section_dict("export").items() if k != "merged_model_dir"},
-          after=("merge",)),
+          lambda c: {"merged_model_dir": c.export.merged_model_dir, "merge_mode": c.export.merge_mode},
+          after=("train",)),
+    Stage("export", "skip_quantization", "fintune.export:run", _export_settings, after=("merge",)),
     Stage("eval", "skip_eval", "fintune.eval:run", lambda c: c.section_dict("eval"),
           after=("data", "train", "export")),
 ]

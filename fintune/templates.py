@@ -21,6 +21,8 @@ class TemplateFamily:
     stops: list[str]
     params: dict[str, float | int] = field(default_factory=dict)
     system_allowed: bool = True
+    # variant for templates whose generation prompt opens the reasoning block
+    ollama_template_thinking: str | None = None
     # (tokenizer, prompt messages, completion message) -> (prompt text, completion text)
     render: Callable | None = None
 
@@ -63,17 +65,24 @@ CHATML_TEMPLATE = (
 # Full-width bars (U+FF5C) and the U+2581 "▁" are part of the real token strings.
 R1_USER, R1_ASSISTANT = "<\uff5cUser\uff5c>", "<\uff5cAssistant\uff5c>"
 R1_BOS, R1_EOS = "<\uff5cbegin\u2581of\u2581sentence\uff5c>", "<\uff5cend\u2581of\u2581sentence\uff5c>"
-R1_TEMPLATE = (
-    "{{- if .System }}{{ .System }}{{ end }}"
-    "{{- range $i, $_ := .Messages }}"
-    "{{- $last := eq (len (slice $.Messages $i)) 1 }}"
-    "{{- if eq .Role \"user\" }}" + R1_USER + "{{ .Content }}"
-    "{{- else if eq .Role \"assistant\" }}" + R1_ASSISTANT + "{{ .Content }}"
-    "{{- if not $last }}" + R1_EOS + "{{- end }}"
-    "{{- end }}"
-    "{{- if and $last (ne .Role \"assistant\") }}" + R1_ASSISTANT + "<think>\n{{- end }}"
-    "{{- end }}"
-)
+
+
+def _r1_ollama_template(think: bool) -> str:
+    # Later revisions of the R1 template end the generation prompt with
+    # "<think>\n"; the Modelfile must prompt exactly as training did.
+    return (
+        "{{- if .System }}{{ .System }}{{ end }}"
+        "{{- range $i, $_ := .Messages }}"
+        "{{- $last := eq (len (slice $.Messages $i)) 1 }}"
+        "{{- if eq .Role \"user\" }}" + R1_USER + "{{ .Content }}"
+        "{{- else if eq .Role \"assistant\" }}" + R1_ASSISTANT + "{{ .Content }}"
+        "{{- if not $last }}" + R1_EOS + "{{- end }}"
+        "{{- end }}"
+        "{{- if and $last (ne .Role \"assistant\") }}" + R1_ASSISTANT + ("<think>\n" if think else "")
+        # "{{-" would trim the newline after <think>
+        + "{{ end }}"
+        "{{- end }}"
+    )
 
 LLAMA3_TEMPLATE = (
     "{{- if .System }}<|start_header_id|>system<|end_header_id|>\n\n{{ .System }}<|eot_id|>{{ end }}"
@@ -82,7 +91,8 @@ LLAMA3_TEMPLATE = (
 )
 
 FAMILIES.register("deepseek-r1", TemplateFamily(
-    name="deepseek-r1", marker=R1_ASSISTANT, ollama_template=R1_TEMPLATE,
+    name="deepseek-r1", marker=R1_ASSISTANT, ollama_template=_r1_ollama_template(False),
+    ollama_template_thinking=_r1_ollama_template(True),
     stops=[R1_BOS, R1_EOS, R1_USER, R1_ASSISTANT],
     params={"temperature": 0.6, "top_p": 0.95, "num_ctx": 8192},
     system_allowed=False, render=_render_deepseek_r1))

@@ -117,3 +117,18 @@ def test_missing_llama_cpp_says_how_to_build(tiny_llama_dir, tmp_path):
     cfg = build_config(overrides={**tiny_overrides(tmp_path, tiny_llama_dir), "llama_cpp_path": str(tmp_path / "nope")})
     with pytest.raises(LlamaCppError, match="setup_llama_cpp.sh"):
         preflight(cfg)
+
+
+def test_bf16_gguf_option_feeds_the_quants(tiny_llama_dir, tmp_path):
+    require_llama_cpp()
+    from fintune.export import preflight, produce_all, smoke_prompt
+    from fintune.export.gguf_check import FILE_TYPES, verify
+
+    cfg = build_config(overrides={**tiny_overrides(tmp_path, tiny_llama_dir), "gguf_outtype": "bf16",
+                                  "quant_types": "Q4_K_M"})
+    assert cfg.export.unquantized_gguf.name == "m_bf16.gguf"
+    lc = preflight(cfg)
+    summaries = produce_all(lc, cfg.export, tiny_llama_dir, smoke_prompt(cfg, tiny_llama_dir))
+    assert set(summaries) == {"BF16", "Q4_K_M"}
+    assert verify(tmp_path / "m_bf16.gguf")["file_type"] == FILE_TYPES["BF16"]
+    assert verify(cfg.export.gguf_q4_path)["file_type"] == FILE_TYPES["Q4_K_M"]

@@ -51,7 +51,7 @@ def runners(cfg: PipelineConfig, base_path: str):
         return
     lcp = cfg.export.llama_cpp_path
     yield GGUFRunner(base_gguf(cfg, base_path), lcp, adapter, name="base")
-    yield GGUFRunner(cfg.export.gguf_f16_path, lcp, adapter, name="tuned")
+    yield GGUFRunner(cfg.export.unquantized_gguf, lcp, adapter, name="tuned")
     q4 = Path(cfg.export.gguf_q4_path)
     if q4.is_file():
         yield GGUFRunner(q4, lcp, adapter, name="tuned-q4_k_m")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -61,15 +62,40 @@ def smoke_prompt(cfg: PipelineConfig, model_dir: Path) -> str:
                                    tokenize=False, add_generation_prompt=True)
 
 
-def produce(lc: LlamaCpp, final: Path, make, expect: str, prompt: str) -> dict:
+def produce(lc: LlamaCpp, final: Path, make, expect: str, prompt: str, smoke_tokens: int = 8) -> dict:
     """Write with `make(tmp)`, verify, then rename into place."""
     with atomic_path(final) as tmp:
         make(tmp)
         summary = gguf_check.verify(tmp, expect)
-        summary["smoke"] = lc.generate(tmp, prompt, 8)
+        summary["smoke"] = lc.generate(tmp, prompt, smoke_tokens)
     summary["path"] = str(final)
     log.info("export: %s verified (%s, %d tensors, pre=%s)", final, expect, summary["tensors"], summary["pre"])
     return summary
+
+
+def produce_all(lc: LlamaCpp, e, model_dir: Path, prompt: str) -> dict[str, dict]:
+    """F16/BF16 first (every quant reads it), then the quants side by side.
+
+    Measured on 2 cores (bench/export.py): the converter is mostly Python
+    imports on one core, while two llama-quantize runs with one thread each
+    overlap better than one after the other with two threads each.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    base_type = e.gguf_outtype.upper()
+    src = e.unquantized_gguf
+    summaries = {base_type: produce(lc, src, lambda tmp: lc.convert(model_dir, tmp, e.gguf_outtype),
+                                    base_type, prompt)}
+    threads = max(1, (os.cpu_count() or 1) // e.export_jobs)
+    quants = [q for q in e.quant_types if q != base_type]
+
+    def one(q: str) -> dict:
+        return produce(lc, e.gguf_path(q), lambda tmp: lc.quantize(src, tmp, q, threads), q, prompt)
+
+    with ThreadPoolExecutor(max_workers=e.export_jobs) as pool:
+        for q, summary in zip(quants, pool.map(one, quants)):
+            summaries[q] = summary
+    return summaries
 
 
 def run(cfg: PipelineConfig) -> list[Path]:
@@ -79,33 +105,31 @@ def run(cfg: PipelineConfig) -> list[Path]:
     lc = preflight(cfg)
     model_dir = Path(e.merged_model_dir)
     check_checkpoint(model_dir)
-    f16 = Path(e.gguf_f16_path)
-    check_disk(model_dir, f16.parent, e.quant_types)
+    src = e.unquantized_gguf
+    check_disk(model_dir, src.parent, e.quant_types)
     prompt = smoke_prompt(cfg, model_dir)
-
-    summaries = {"F16": produce(lc, f16, lambda tmp: lc.convert(model_dir, tmp, "f16"), "F16", prompt)}
-    for q in e.quant_types:
-        out = e.gguf_path(q)
-        summaries[q] = produce(lc, out, lambda tmp, q=q: lc.quantize(f16, tmp, q), q, prompt)
+    summaries = produce_all(lc, e, model_dir, prompt)
 
     chat_template = json.loads((model_dir / "tokenizer_config.json").read_text()).get("chat_template") \
         or _read_text(model_dir / "chat_template.jinja")
     family = detect(chat_template)
     primary = e.gguf_path(e.quant_types[0])
-    others = [e.gguf_path(q) for q in e.quant_types[1:]] + [f16]
-    text = modelfile.render(family, primary, default_system_prompt(chat_template), others)
+    others = [e.gguf_path(q) for q in e.quant_types[1:] if e.gguf_path(q) != src] + [src]
+    text = modelfile.render(family, primary, default_system_prompt(chat_template), others,
+                            think_prefix=prompt.endswith("<think>\n"))
     mf = Path(e.modelfile_path)
     with atomic_path(mf) as tmp:
         tmp.write_text(text, encoding="utf-8")
-    write_json_atomic(f16.parent / EXPORT_RECORD, {
+    record = src.parent / EXPORT_RECORD
+    write_json_atomic(record, {
         "merged_model_dir": str(model_dir), "llama_cpp": lc.version(), "family": family.name,
         "gguf": summaries})
-    artifacts = [primary] + others + [mf]
+    artifacts = [primary] + others + [mf, record]
     if e.cleanup_intermediates:
         shutil.rmtree(model_dir)
-        f16.unlink()
-        artifacts = [a for a in artifacts if a != f16]
-        log.info("export: removed intermediates %s and %s (quantized files verified)", model_dir, f16)
+        src.unlink()
+        artifacts = [a for a in artifacts if a != src]
+        log.info("export: removed intermediates %s and %s (quantized files verified)", model_dir, src)
     print_usage(e, primary, mf)
     return artifacts
 

@@ -20,12 +20,14 @@ def quote(text: str) -> str:
 
 
 def render(family: TemplateFamily, gguf_path: str | Path, system: str | None = None,
-           others: list[str | Path] | None = None) -> str:
+           others: list[str | Path] | None = None, think_prefix: bool = False) -> str:
+    template = (family.ollama_template_thinking if think_prefix and family.ollama_template_thinking
+                else family.ollama_template)
     lines = [f"# Ollama Modelfile for {Path(gguf_path).name} (chat template family: {family.name})",
              "# Create:  ollama create <name> -f Modelfile"]
     for other in others or []:
         lines.append(f"# Other quantization: swap the FROM line for ./{Path(other).name}")
-    lines += [f"FROM ./{Path(gguf_path).name}", "", f"TEMPLATE {quote(family.ollama_template)}"]
+    lines += [f"FROM ./{Path(gguf_path).name}", "", f"TEMPLATE {quote(template)}"]
     if system and family.system_allowed:
         lines.append(f"SYSTEM {quote(system)}")
     lines.append("")
