@@ -161,17 +161,32 @@ class ExportConfig:
         return Path(self.gguf_f16_path).with_name(f"financial_model_{qtype.lower()}.gguf")
 
 
+EVAL_MODELS = ("base", "adapter", "merged", "F16", "BF16", "Q8_0", "Q4_K_M")
+
+
 @dataclass
 class EvalConfig:
     eval_dir: str = "outputs/eval"
     eval_limit: int = 200
     eval_max_new_tokens: int = 320
     eval_batch_size: int = 32
+    # which models the report compares: base, adapter (base + LoRA), merged (FP16
+    # checkpoint), and any exported GGUF type (F16, Q8_0, Q4_K_M, ...)
+    eval_models: list[str] = field(default_factory=lambda: ["base", "adapter", "merged", "F16", "Q8_0", "Q4_K_M"])
+    # external sets in the ../shared/eval schema, each run with and without its context
+    eval_files: list[str] = field(default_factory=lambda: ["../shared/eval/finlora_formula_test.jsonl"])
+    external_eval_limit: int = 200
+    # greedy for reproducible numbers; "r1" = DeepSeek's temperature 0.6, top_p 0.95
+    eval_sampling: str = "greedy"
+    perplexity: bool = True
 
     def __post_init__(self):
         _check(self.eval_limit > 0, "eval.eval_limit must be > 0")
         _check(self.eval_max_new_tokens > 0 and self.eval_batch_size > 0,
                "eval.eval_max_new_tokens and eval.eval_batch_size must be > 0")
+        _check(self.external_eval_limit > 0, "eval.external_eval_limit must be > 0")
+        _check(self.eval_sampling in ("greedy", "r1"), f"eval.eval_sampling must be greedy or r1, got {self.eval_sampling!r}")
+        _check(len(self.eval_models) > 0, "eval.eval_models must name at least one model")
 
 
 SECTIONS: dict[str, type] = {

@@ -8,9 +8,13 @@ FINAL_ANSWER_INSTRUCTION = (
 )
 
 
-def user_prompt(question: str, context: str | None = None) -> str:
+# DeepSeek's recommended instruction for math-style questions to R1 models
+R1_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+
+
+def user_prompt(question: str, context: str | None = None, instruction: str = FINAL_ANSWER_INSTRUCTION) -> str:
     parts = [question.strip()]
     if context:
         parts.append(f"Context:\n{context.strip()}")
-    parts.append(FINAL_ANSWER_INSTRUCTION)
+    parts.append(instruction)
     return "\n\n".join(parts)

@@ -81,6 +81,7 @@ def tiny_overrides(root: Path, model_dir: Path, **extra) -> dict:
         "gguf_f16_path": str(root / "m_f16.gguf"), "gguf_q4_path": str(root / "m_q4_k_m.gguf"),
         "gguf_q8_path": str(root / "m_q8_0.gguf"), "modelfile_path": str(root / "Modelfile"),
         "eval_dir": str(root / "eval"), "eval_limit": 4, "eval_max_new_tokens": 8, "eval_batch_size": 4,
+        "eval_models": "base,adapter,F16,Q4_K_M", "eval_files": "",
         "smoke_tokens": 4,
     }
     values.update(extra)

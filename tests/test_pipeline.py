@@ -132,3 +132,74 @@ def test_bf16_gguf_option_feeds_the_quants(tiny_llama_dir, tmp_path):
     assert set(summaries) == {"BF16", "Q4_K_M"}
     assert verify(tmp_path / "m_bf16.gguf")["file_type"] == FILE_TYPES["BF16"]
     assert verify(cfg.export.gguf_q4_path)["file_type"] == FILE_TYPES["Q4_K_M"]
+
+
+def test_gguf_missing_its_last_bytes_is_reported_truncated(run_once, tmp_path):
+    from fintune.export.gguf_check import GGUFError, verify
+
+    cfg, *_ = run_once
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(Path(cfg.export.gguf_q4_path).read_bytes()[:-64])
+    with pytest.raises(GGUFError, match="truncated"):
+        verify(cut)
+
+
+def test_eval_report_compares_every_model_with_perplexity_and_speed(run_once):
+    cfg, *_ = run_once
+    out = Path(cfg.eval.eval_dir)
+    report = json.loads((out / "report.json").read_text())
+    assert [r["model"] for r in report["results"]] == ["base", "adapter", "f16", "q4_k_m"]
+    for r in report["results"]:
+        assert r["n"] == 4 and 0 <= r["ci95"][0] <= r["accuracy"] <= r["ci95"][1] <= 1
+        assert {"format_rate", "accuracy_strict", "per_category"} <= set(r)
+    assert all(r["tokens_per_second"] > 0 for r in report["results"] if r["model"] != "adapter")
+    assert set(report["perplexity"]) == {"F16", "Q4_K_M", "Q8_0"}
+    assert all(v > 1 for v in report["perplexity"].values())
+    assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = [json.loads(l) for l in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 16 and all(k in rows[0] for k in ("id", "prompt", "output", "extracted", "gold", "correct"))
+    assert "Perplexity" in (out / "report.md").read_text()
+
+
+EXTERNAL = [{"id": f"x{i}", "question": f"What is {i} percent of 200?", "context": "Percent: p/100 × base",
+             "answer": str(2 * i), "answer_numeric": 2.0 * i, "meta": {"formula": "percent"}} for i in range(1, 4)]
+
+
+def test_eval_cli_on_a_gguf_with_and_without_context(run_once, tmp_path):
+    from fintune.eval.cli import main
+
+    cfg, *_ = run_once
+    f = tmp_path / "ext.jsonl"
+    f.write_text("".join(json.dumps(x) + "\n" for x in EXTERNAL + [{**EXTERNAL[0], "id": "y", "answer_numeric": None}]))
+    rc = main(["--eval_file", str(f), "--gguf", cfg.export.gguf_q4_path, "--both_context_modes",
+               "--max_new_tokens", "8", "--output", str(tmp_path / "rep"), "--llama_cpp_path", cfg.export.llama_cpp_path])
+    assert rc == 0
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert [r["eval_set"] for r in report["results"]] == ["ext[context]", "ext[no_context]"]
+    assert all(r["n"] == 3 and r["skipped"] == 1 for r in report["results"])
+    rows = [json.loads(l) for l in (tmp_path / "rep" / "predictions.jsonl").read_text().splitlines()]
+    with_ctx = [r for r in rows if r["eval_set"] == "ext[context]"]
+    assert "Percent: p/100" in with_ctx[0]["prompt"] and "Percent: p/100" not in rows[-1]["prompt"]
+    assert (tmp_path / "rep" / "report.png").is_file()
+
+
+def test_eval_cli_on_hf_model_with_adapter(run_once, tmp_path):
+    from fintune.eval.cli import main
+
+    cfg, *_ = run_once
+    f = tmp_path / "ext.jsonl"
+    f.write_text("".join(json.dumps(x) + "\n" for x in EXTERNAL))
+    rc = main(["--eval_file", str(f), "--model", cfg.model.base_model, "--adapter", cfg.train.lora_output_dir,
+               "--no_context", "--limit", "2", "--max_new_tokens", "4", "--output", str(tmp_path / "rep")])
+    assert rc == 0
+    res = json.loads((tmp_path / "rep" / "report.json").read_text())["results"]
+    assert res[0]["n"] == 2 and res[0]["eval_set"] == "ext[no_context]"
+
+
+def test_eval_cli_bad_file_names_file_and_line(tmp_path, capsys):
+    from fintune.eval.cli import main
+
+    f = tmp_path / "bad.jsonl"
+    f.write_text(json.dumps(EXTERNAL[0]) + "\n" + json.dumps({"id": "z", "question": "q"}) + "\n")
+    assert main(["--eval_file", str(f), "--gguf", str(tmp_path / "none.gguf"), "--output", str(tmp_path)]) == 2
+    assert f"{f}:2: missing field(s) answer_numeric" in capsys.readouterr().err

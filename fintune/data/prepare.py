@@ -42,7 +42,9 @@ def problem_to_eval(p: quant.Problem, idx: int, split: str) -> dict:
     return {"id": f"heldout-{p.family}-{idx}", "question": p.question, "context": None,
             "answer": quant.fmt(p.answer), "answer_numeric": float(p.answer),
             "source": "generator:quant", "license": "generated",
-            "meta": {"family": p.family, "template": p.template, "unit": p.unit, "split": split}}
+            "meta": {"family": p.family, "template": p.template, "unit": p.unit, "split": split,
+                     # worked solution: the held-out text for perplexity, never shown to the model
+                     "solution": p.solution()}}
 
 
 def read_user_files(folder: Path, rejects: list[dict], counts: Counter) -> list[dict]:

@@ -53,18 +53,58 @@ def score_set(model: str, eval_set: str, items: list[dict], outputs: list[str], 
     return result, rows
 
 
-def write_report(out_dir: Path, results: list[dict], predictions: list[dict]) -> Path:
+def write_report(out_dir: Path, results: list[dict], predictions: list[dict], extra: dict | None = None,
+                 notes: list[str] | None = None) -> Path:
+    """report.json (+ extra sections), report.md, predictions.jsonl, report.png."""
     out_dir.mkdir(parents=True, exist_ok=True)
     write_jsonl(out_dir / "predictions.jsonl", predictions)
-    (out_dir / "report.md").write_text(markdown(results), encoding="utf-8")
-    return write_json_atomic(out_dir / "report.json", {"results": results})
+    write_chart(out_dir / "report.png", results)
+    text = markdown(results) + "".join(f"\n{n}\n" for n in notes or [])
+    (out_dir / "report.md").write_text(text, encoding="utf-8")
+    return write_json_atomic(out_dir / "report.json", {"results": results, **(extra or {})})
 
 
 def markdown(results: list[dict]) -> str:
-    lines = ["| model | eval set | n | accuracy | 95% CI | strict (0.2%) | format |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| model | eval set | n | accuracy | 95% CI | strict (0.2%) | format | tokens/s |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in results:
         lo, hi = r["ci95"]
+        tps = r.get("tokens_per_second")
         lines.append(f"| {r['model']} | {r['eval_set']} | {r['n']} | {r['accuracy']:.1%} | "
-                     f"[{lo:.1%}, {hi:.1%}] | {r['accuracy_strict']:.1%} | {r['format_rate']:.1%} |")
+                     f"[{lo:.1%}, {hi:.1%}] | {r['accuracy_strict']:.1%} | {r['format_rate']:.1%} | "
+                     f"{tps if tps is not None else '-'} |")
     return "\n".join(lines) + "\n"
+
+
+def write_chart(path: Path, results: list[dict]) -> Path:
+    """Accuracy with its 95% interval, one group of bars per eval set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = list(dict.fromkeys(r["eval_set"] for r in results))
+    models = list(dict.fromkeys(r["model"] for r in results))
+    width = 0.8 / max(1, len(models))
+    fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(sets) * max(1, len(models)) ** 0.5), 4))
+    for j, model in enumerate(models):
+        xs, ys, err = [], [], [[], []]
+        for i, s in enumerate(sets):
+            r = next((r for r in results if r["model"] == model and r["eval_set"] == s), None)
+            if r is None:
+                continue
+            xs.append(i + j * width)
+            ys.append(100 * r["accuracy"])
+            err[0].append(100 * (r["accuracy"] - r["ci95"][0]))
+            err[1].append(100 * (r["ci95"][1] - r["accuracy"]))
+        ax.bar(xs, ys, width, yerr=err, capsize=3, label=model)
+    ax.set_xticks([i + width * (len(models) - 1) / 2 for i in range(len(sets))], sets, fontsize=8)
+    ax.set_ylabel("accuracy, % (95% Wilson interval)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.partial")
+    fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+    return path

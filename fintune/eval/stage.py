@@ -1,30 +1,24 @@
-"""Pipeline eval stage: base vs tuned (and the shipped Q4_K_M) on the held-out set.
+"""Pipeline eval stage: base vs tuned (adapter, merged, every GGUF) in one report,
+on the generated held-out set and on external sets, plus llama.cpp perplexity
+of each GGUF on held-out text and its generation speed.
 
 On a CUDA GPU the Hugging Face runner generates in large batches. On CPU the
-GGUF files go through llama.cpp instead, which measured faster than batched
-transformers generation here (see runner.GGUFRunner); the base model is
-converted to an F16 GGUF once for that and cached.
+base model runs through llama.cpp instead, which measured faster than batched
+transformers generation here (see runner.GGUFRunner): it is converted to an F16
+GGUF once for that and cached.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from pathlib import Path
 
 from fintune.config import PipelineConfig
-from fintune.data.jsonl import read_jsonl
-from fintune.eval.report import markdown, score_set, write_report
-from fintune.eval.runner import GGUFRunner, HFRunner, build_prompt
+from fintune.eval.evaluate import evaluate, load_eval_file, set_name
+from fintune.eval.report import markdown, write_report
+from fintune.eval.runner import GREEDY, R1_SAMPLING, GGUFRunner, HFRunner
 
 log = logging.getLogger(__name__)
-
-
-def evaluate(runner, items: list[dict], eval_set: str, cfg: PipelineConfig, with_context: bool = True):
-    prompts = [build_prompt(runner.tokenizer, it, with_context) for it in items]
-    start = time.time()
-    outputs = runner.generate(prompts, cfg.eval.eval_max_new_tokens, cfg.eval.eval_batch_size)
-    return score_set(runner.name, eval_set, items, outputs, time.time() - start)
 
 
 def base_gguf(cfg: PipelineConfig, base_path: str) -> Path:
@@ -42,35 +36,103 @@ def base_gguf(cfg: PipelineConfig, base_path: str) -> Path:
 
 
 def runners(cfg: PipelineConfig, base_path: str):
+    """(name, runner factory) for every model in eval_models, in that order."""
     from fintune.train.backends import cuda_available
 
-    adapter = cfg.train.lora_output_dir
-    if cuda_available():
-        yield HFRunner(base_path, None, name="base")
-        yield HFRunner(base_path, adapter, name="tuned")
-        return
-    lcp = cfg.export.llama_cpp_path
-    yield GGUFRunner(base_gguf(cfg, base_path), lcp, adapter, name="base")
-    yield GGUFRunner(cfg.export.unquantized_gguf, lcp, adapter, name="tuned")
-    q4 = Path(cfg.export.gguf_q4_path)
-    if q4.is_file():
-        yield GGUFRunner(q4, lcp, adapter, name="tuned-q4_k_m")
+    adapter, lcp = cfg.train.lora_output_dir, cfg.export.llama_cpp_path
+    sampling = R1_SAMPLING if cfg.eval.eval_sampling == "r1" else GREEDY
+    for name in cfg.eval.eval_models:
+        if name == "base":
+            if cuda_available():
+                yield name, lambda: HFRunner(base_path, None, name="base", sampling=sampling)
+            else:
+                yield name, lambda: GGUFRunner(base_gguf(cfg, base_path), lcp, adapter, "base", sampling)
+        elif name == "adapter":
+            yield name, lambda: HFRunner(base_path, adapter, name="adapter", sampling=sampling)
+        elif name == "merged":
+            yield name, lambda: HFRunner(cfg.export.merged_model_dir, None, name="merged", sampling=sampling)
+        else:
+            path = cfg.export.gguf_path(name)
+            if not path.is_file():
+                log.warning("eval: %s not found (%s not exported?); left out of the report", path, name)
+                continue
+            yield name, lambda path=path, name=name: GGUFRunner(path, lcp, adapter, name.lower(), sampling)
+
+
+def eval_sets(cfg: PipelineConfig) -> list[tuple[str, list[dict], list[bool]]]:
+    """(name, items, context modes): the held-out set, then each external file."""
+    from fintune.data.jsonl import read_jsonl
+
+    heldout = Path(cfg.data.data_dir) / "heldout.jsonl"
+    sets = [(heldout.stem, list(read_jsonl(heldout))[: cfg.eval.eval_limit], [True])]
+    for f in cfg.eval.eval_files:
+        if not Path(f).is_file():
+            log.warning("eval: external set %s not found; left out", f)
+            continue
+        items = load_eval_file(f, cfg.eval.external_eval_limit)
+        sets.append((f, items, [True, False] if any(it.get("context") for it in items) else [True]))
+    return sets
+
+
+def perplexities(cfg: PipelineConfig, items: list[dict]) -> dict[str, float]:
+    """llama.cpp perplexity of each exported GGUF on the held-out worked solutions."""
+    from fintune.export.llama_cpp import LlamaCpp
+
+    text = "\n\n".join(f"{it['question']}\n{it['meta']['solution']}" for it in items
+                       if (it.get("meta") or {}).get("solution"))
+    if not text:
+        return {}
+    path = Path(cfg.eval.eval_dir) / "heldout_text.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    lc = LlamaCpp(Path(cfg.export.llama_cpp_path))
+    out = {}
+    for q in [cfg.export.gguf_outtype.upper()] + list(cfg.export.quant_types):
+        gguf = cfg.export.gguf_path(q)
+        if gguf.is_file() and q not in out:
+            out[q] = lc.perplexity(gguf, path)
+            log.info("eval: perplexity %s = %.3f", q, out[q])
+    return out
+
+
+def quant_notes(results: list[dict], ppl: dict[str, float]) -> list[str]:
+    notes = []
+    for r in results:
+        if r["model"] != "q4_k_m":
+            continue
+        ref = next((x for x in results if x["eval_set"] == r["eval_set"] and x["model"] in ("f16", "bf16")), None)
+        if ref:
+            notes.append(f"Q4_K_M vs {ref['model'].upper()} on {r['eval_set']}: "
+                         f"{100 * (r['accuracy'] - ref['accuracy']):+.1f} points accuracy")
+    if ppl:
+        notes.append("Perplexity on held-out worked solutions (llama-perplexity, ctx 128): "
+                     + ", ".join(f"{k} {v:.3f}" for k, v in ppl.items()))
+    return notes
 
 
 def run(cfg: PipelineConfig) -> Path:
     from fintune.train.trainer import read_adapter_record
 
     base = read_adapter_record(cfg.train.lora_output_dir)["base_model_path"]
-    heldout = Path(cfg.data.data_dir) / "heldout.jsonl"
-    items = list(read_jsonl(heldout))[: cfg.eval.eval_limit]
+    sets = eval_sets(cfg)
     results, predictions = [], []
-    for runner in runners(cfg, base):
-        res, rows = evaluate(runner, items, heldout.stem, cfg)
-        results.append(res)
-        predictions += rows
-        log.info("eval: %s accuracy %.1f%% [%.1f, %.1f] format %.0f%% (n=%d, %.0fs)", runner.name,
-                 100 * res["accuracy"], 100 * res["ci95"][0], 100 * res["ci95"][1],
-                 100 * res["format_rate"], res["n"], res["seconds"])
-    out = write_report(Path(cfg.eval.eval_dir), results, predictions)
-    print(markdown(results))
+    for name, make in runners(cfg, base):
+        runner = make()
+        for path, items, modes in sets:
+            for with_context in modes:
+                eval_set = set_name(path, with_context, len(modes) > 1)
+                res, rows = evaluate(runner, items, eval_set, with_context, cfg.eval.eval_max_new_tokens,
+                                     cfg.eval.eval_batch_size)
+                results.append(res)
+                predictions += rows
+                log.info("eval: %s on %s: accuracy %.1f%% [%.1f, %.1f] format %.0f%% (n=%d, %.0fs, %s tok/s)",
+                         runner.name, eval_set, 100 * res["accuracy"], 100 * res["ci95"][0],
+                         100 * res["ci95"][1], 100 * res["format_rate"], res["n"], res["seconds"],
+                         res["tokens_per_second"])
+        del runner
+    ppl = perplexities(cfg, sets[0][1]) if cfg.eval.perplexity else {}
+    notes = quant_notes(results, ppl)
+    out = write_report(Path(cfg.eval.eval_dir), results, predictions,
+                       extra={"perplexity": ppl, "sampling": cfg.eval.eval_sampling}, notes=notes)
+    print(markdown(results) + "".join(f"\n{n}" for n in notes))
     return out

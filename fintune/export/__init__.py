@@ -74,28 +74,33 @@ def produce(lc: LlamaCpp, final: Path, make, expect: str, prompt: str, smoke_tok
 
 
 def produce_all(lc: LlamaCpp, e, model_dir: Path, prompt: str) -> dict[str, dict]:
-    """F16/BF16 first (every quant reads it), then the quants side by side.
+    """F16/BF16 first (every quant reads it), then the quants and the checks
+    side by side; the F16 file gets its final name only once all of them are done.
 
     Measured on 2 cores (bench/export.py): the converter is mostly Python
-    imports on one core, while two llama-quantize runs with one thread each
-    overlap better than one after the other with two threads each.
+    imports on one core; two llama-quantize runs with one thread each plus the
+    smoke generations overlap well after it.
     """
     from concurrent.futures import ThreadPoolExecutor
 
     base_type = e.gguf_outtype.upper()
-    src = e.unquantized_gguf
-    summaries = {base_type: produce(lc, src, lambda tmp: lc.convert(model_dir, tmp, e.gguf_outtype),
-                                    base_type, prompt)}
-    threads = max(1, (os.cpu_count() or 1) // e.export_jobs)
     quants = [q for q in e.quant_types if q != base_type]
+    threads = max(1, (os.cpu_count() or 1) // e.export_jobs)
+    with atomic_path(e.unquantized_gguf) as src:
+        lc.convert(model_dir, src, e.gguf_outtype)
+        base = gguf_check.verify(src, base_type)
 
-    def one(q: str) -> dict:
-        return produce(lc, e.gguf_path(q), lambda tmp: lc.quantize(src, tmp, q, threads), q, prompt)
+        def one(q: str) -> dict:
+            return produce(lc, e.gguf_path(q), lambda tmp: lc.quantize(src, tmp, q, threads), q, prompt)
 
-    with ThreadPoolExecutor(max_workers=e.export_jobs) as pool:
-        for q, summary in zip(quants, pool.map(one, quants)):
-            summaries[q] = summary
-    return summaries
+        with ThreadPoolExecutor(max_workers=e.export_jobs) as pool:
+            smoke = pool.submit(lc.generate, src, prompt, 8)
+            summaries = dict(zip(quants, pool.map(one, quants)))
+            base["smoke"] = smoke.result()
+    base["path"] = str(e.unquantized_gguf)
+    log.info("export: %s verified (%s, %d tensors, pre=%s)", e.unquantized_gguf, base_type,
+             base["tensors"], base["pre"])
+    return {base_type: base, **summaries}
 
 
 def run(cfg: PipelineConfig) -> list[Path]:

@@ -64,19 +64,44 @@ class LlamaCpp:
             cmd.append(str(threads))
         _run(cmd, what="llama-quantize")
 
-    def generate(self, gguf: Path, prompt: str, n_tokens: int, seed: int = 0) -> str:
+    def generate(self, gguf: Path, prompt: str, n_tokens: int, seed: int = 0, ctx: int = 2048) -> str:
         """Greedy completion of a raw (already templated) prompt."""
+        return self.complete(gguf, prompt, n_tokens, seed=seed, ctx=ctx).text
+
+    def complete(self, gguf: Path, prompt: str, n_tokens: int, temperature: float = 0.0,
+                 top_p: float = 1.0, seed: int = 0, ctx: int = 2048) -> "Completion":
         cmd = [str(self.binary("llama-completion")), "-m", str(gguf), "-p", prompt, "-n", str(n_tokens),
-               "-no-cnv", "--temp", "0", "-s", str(seed), "--no-display-prompt", "-c", "2048",
-               "--no-warmup"]
-        text = _run(cmd, what="llama-completion")
+               "-no-cnv", "--temp", str(temperature), "--top-p", str(top_p), "-s", str(seed),
+               "--no-display-prompt", "-c", str(ctx), "--no-warmup"]
+        proc = _run_proc(cmd, what="llama-completion")
+        m = re.search(r"\beval time =\s*([\d.]+) ms /\s*(\d+) runs", proc.stderr)
         # llama-completion marks a stop on an end-of-generation token this way
-        return text.replace("[end of text]", "").strip()
+        text = proc.stdout.replace("[end of text]", "").strip()
+        return Completion(text, int(m.group(2)) if m else 0, float(m.group(1)) / 1000 if m else 0.0)
+
+    def perplexity(self, gguf: Path, text_file: Path, ctx: int = 128) -> float:
+        out = _run_proc([str(self.binary("llama-perplexity")), "-m", str(gguf), "-f", str(text_file),
+                         "-c", str(ctx), "-b", str(ctx)], what="llama-perplexity")
+        m = re.search(r"Final estimate: PPL = ([\d.]+)", out.stdout + out.stderr)
+        if not m:
+            raise LlamaCppError(f"llama-perplexity printed no final estimate for {gguf}")
+        return float(m.group(1))
+
+
+@dataclass
+class Completion:
+    text: str
+    n_tokens: int      # generated tokens, as llama.cpp counts them
+    eval_seconds: float
 
 
 def _run(cmd: list[str], what: str, env: dict | None = None) -> str:
+    return _run_proc(cmd, what, env).stdout
+
+
+def _run_proc(cmd: list[str], what: str, env: dict | None = None) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
         raise LlamaCppError(f"{what} failed (exit {proc.returncode}):\n{tail}")
-    return proc.stdout
+    return proc

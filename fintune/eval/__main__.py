@@ -1,0 +1,3 @@
+from fintune.eval.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,89 @@
+"""python -m fintune.eval: score a model on eval files (JSONL, schema of
+../shared/eval/README.md) and write report.json, report.md, predictions.jsonl
+and report.png to --output.
+
+    python -m fintune.eval --eval_file ../shared/eval/finlora_formula_test.jsonl \\
+        --gguf outputs/financial_model_q4_k_m.gguf --no_context --limit 50 --output outputs/eval_q4
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("fintune")
+
+
+def parse(argv) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m fintune.eval", description=__doc__.split("\n\n")[0],
+                                allow_abbrev=False)
+    p.add_argument("--eval_file", action="append", required=True, help="JSONL eval set; repeatable")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", help="Hugging Face checkpoint directory or hub name")
+    which.add_argument("--gguf", help="GGUF file, run through llama.cpp")
+    p.add_argument("--adapter", help="LoRA adapter directory (with --model)")
+    p.add_argument("--tokenizer", help="tokenizer directory for --gguf (default: the GGUF's own chat template)")
+    p.add_argument("--name", help="model name in the report")
+    ctx = p.add_mutually_exclusive_group()
+    ctx.add_argument("--with_context", dest="with_context", action="store_true", default=None,
+                     help="include each item's context (default)")
+    ctx.add_argument("--no_context", dest="with_context", action="store_false")
+    p.add_argument("--both_context_modes", action="store_true",
+                   help="run each file with and without its context")
+    p.add_argument("--limit", type=int, help="first N items of each file")
+    p.add_argument("--output", required=True, help="report directory")
+    p.add_argument("--max_new_tokens", type=int, default=320)
+    p.add_argument("--batch_size", type=int, default=16, help="HF runner batch size")
+    p.add_argument("--sampling", choices=["greedy", "r1"], default="greedy",
+                   help="greedy (reproducible, CI) or DeepSeek's R1 settings (temperature 0.6, top_p 0.95)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--llama_cpp_path", default="llama.cpp")
+    args = p.parse_args(argv)
+    if args.adapter and not args.model:
+        p.error("--adapter needs --model")
+    if args.limit is not None and args.limit <= 0:
+        p.error("--limit must be > 0")
+    return args
+
+
+def make_runner(args):
+    from fintune.eval.runner import GREEDY, R1_SAMPLING, GGUFRunner, HFRunner, Sampling
+
+    base = R1_SAMPLING if args.sampling == "r1" else GREEDY
+    sampling = Sampling(base.temperature, base.top_p, args.seed)
+    if args.gguf:
+        if not Path(args.gguf).is_file():
+            raise FileNotFoundError(f"--gguf {args.gguf}: no such file")
+        return GGUFRunner(args.gguf, args.llama_cpp_path, args.tokenizer, name=args.name, sampling=sampling)
+    return HFRunner(args.model, args.adapter, name=args.name, sampling=sampling)
+
+
+def main(argv=None) -> int:
+    from fintune.eval.evaluate import EvalFileError, evaluate, load_eval_file, set_name
+    from fintune.eval.report import markdown, write_report
+    from fintune.export.llama_cpp import LlamaCppError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    args = parse(argv)
+    try:
+        sets = [(f, load_eval_file(f, args.limit)) for f in args.eval_file]
+        runner = make_runner(args)
+        results, predictions = [], []
+        for path, items in sets:
+            has_context = any(it.get("context") for it in items)
+            modes = [True, False] if args.both_context_modes else \
+                [True if args.with_context is None else args.with_context]
+            for with_context in modes:
+                res, rows = evaluate(runner, items, set_name(path, with_context, has_context), with_context,
+                                     args.max_new_tokens, args.batch_size)
+                res["sampling"] = args.sampling
+                results.append(res)
+                predictions += rows
+        out = write_report(Path(args.output), results, predictions)
+    except (EvalFileError, FileNotFoundError, LlamaCppError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(markdown(results))
+    log.info("report: %s (+ report.md, predictions.jsonl, report.png)", out)
+    return 0

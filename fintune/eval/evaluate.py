@@ -1,0 +1,69 @@
+"""Run one model over one eval file and score it (shared by the pipeline's eval
+stage and ``python -m fintune.eval``)."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from fintune.eval.report import score_set
+from fintune.eval.runner import build_prompt
+
+REQUIRED = ("id", "question", "answer_numeric")
+
+
+class EvalFileError(ValueError):
+    """An eval file is unreadable or an item lacks a field; names file and line."""
+
+
+def load_eval_file(path: str | Path, limit: int | None = None) -> list[dict]:
+    """Items in the schema of ../shared/eval/README.md (id, question, context,
+    answer, answer_numeric, meta)."""
+    path = Path(path)
+    if not path.is_file():
+        raise EvalFileError(f"eval file not found: {path}")
+    items = []
+    with open(path, encoding="utf-8-sig") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise EvalFileError(f"{path}:{n}: invalid JSON ({e.msg})") from None
+            if not isinstance(item, dict):
+                raise EvalFileError(f"{path}:{n}: expected an object, got {type(item).__name__}")
+            missing = [k for k in REQUIRED if k not in item]
+            if missing:
+                raise EvalFileError(f"{path}:{n}: missing field(s) {', '.join(missing)}")
+            if not isinstance(item["question"], str) or not item["question"].strip():
+                raise EvalFileError(f"{path}:{n}: field question must be a non-empty string")
+            if item["answer_numeric"] is not None and not isinstance(item["answer_numeric"], (int, float)):
+                raise EvalFileError(f"{path}:{n}: field answer_numeric must be a number or null")
+            items.append(item)
+            if limit and len(items) >= limit:
+                break
+    if not items:
+        raise EvalFileError(f"{path}: no items")
+    return items
+
+
+def set_name(path: str | Path, with_context: bool, has_context: bool) -> str:
+    stem = Path(path).stem
+    if not has_context:
+        return stem
+    return f"{stem}[{'context' if with_context else 'no_context'}]"
+
+
+def evaluate(runner, items: list[dict], eval_set: str, with_context: bool, max_new_tokens: int,
+             batch_size: int) -> tuple[dict, list[dict]]:
+    prompts = [build_prompt(runner.tokenizer, it, with_context) for it in items]
+    tokens0, seconds0, start = runner.tokens, runner.seconds, time.time()
+    outputs = runner.generate(prompts, max_new_tokens, batch_size)
+    result, rows = score_set(runner.name, eval_set, items, outputs, time.time() - start)
+    gen_tokens, gen_seconds = runner.tokens - tokens0, runner.seconds - seconds0
+    result["tokens_per_second"] = round(gen_tokens / gen_seconds, 1) if gen_seconds else None
+    by_id = {it["id"]: p for it, p in zip(items, prompts)}
+    for row in rows:
+        row["prompt"] = by_id[row["id"]]
+    return result, rows
