@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from fintune.config import ConfigError, add_config_flags, build_config, load_yaml, overrides_from_args
+from fintune.train.signals import TrainingInterrupted
 
 log = logging.getLogger("fintune")
 REPO = Path(__file__).resolve().parent.parent
@@ -77,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         skip = {f for f in SKIP_FLAGS if getattr(args, f)}
         run_pipeline(cfg, Path(args.manifest), skip)
         finish(cfg, Path(args.manifest), artifact_listing)
+    except TrainingInterrupted as e:
+        log.error("%s", e)
+        return 130
     except USER_ERRORS as e:
         log.error("error: %s", e)
         return 2
@@ -133,6 +137,9 @@ def train_main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args, extra)
         run_pipeline(cfg, Path(args.manifest), only=["data", "train"])
+    except TrainingInterrupted as e:
+        log.error("%s", e)
+        return 130
     except USER_ERRORS as e:
         log.error("error: %s", e)
         return 2

@@ -97,6 +97,10 @@ class TrainConfig:
     # which a small model on CPU does not need.
     gradient_checkpointing: bool = True
     train_seed: int = 3407
+    # stop when eval loss has not improved by more than the threshold for this
+    # many evaluations (0 = never); the best checkpoint is restored at the end
+    early_stopping_patience: int = 3
+    early_stopping_threshold: float = 0.0
     resume_from_checkpoint: Optional[str] = None
 
     def __post_init__(self):
@@ -111,6 +115,10 @@ class TrainConfig:
         _check(self.gradient_accumulation_steps > 0, "train.gradient_accumulation_steps must be > 0")
         _check(0.0 <= self.val_fraction < 0.5, "train.val_fraction must be in [0, 0.5)")
         _check(self.save_steps > 0 and self.logging_steps > 0 and self.eval_steps > 0, "train.save_steps, logging_steps and eval_steps must be > 0")
+        _check(self.early_stopping_patience >= 0, "train.early_stopping_patience must be >= 0")
+        _check(self.val_fraction == 0 or self.save_steps % self.eval_steps == 0,
+               f"train.save_steps ({self.save_steps}) must be a multiple of train.eval_steps ({self.eval_steps}) "
+               "so the best checkpoint by eval loss is on disk to restore")
 
 
 @dataclass

@@ -83,6 +83,10 @@ def load_peft(cfg: PipelineConfig, model_path: str, on_cuda: bool):
     lora = LoraConfig(r=cfg.lora.lora_r, lora_alpha=cfg.lora.lora_alpha,
                       lora_dropout=cfg.lora.lora_dropout, target_modules=list(cfg.lora.target_modules),
                       bias="none", task_type="CAUSAL_LM")
+    from transformers import set_seed
+
+    # LoRA A is drawn at random: seed it so a run is reproducible (Unsloth's random_state)
+    set_seed(cfg.train.train_seed)
     return get_peft_model(model, lora), tokenizer
 
 

@@ -17,7 +17,7 @@ from fintune.config import PipelineConfig
 from fintune.data.jsonl import read_jsonl, write_jsonl
 from fintune.manifest import atomic_path, write_json_atomic
 from fintune.templates import detect, tokenize_example
-from fintune.train import backends
+from fintune.train import backends, signals
 
 log = logging.getLogger(__name__)
 ADAPTER_RECORD = "fintune_adapter.json"
@@ -90,9 +90,16 @@ def run(cfg: PipelineConfig) -> Path:
 
     trainer = make_trainer(cfg, model, tokenizer, train_ex, val_ex, pick_precision(cfg, on_cuda), on_cuda)
     resume = resolve_checkpoint(t.resume_from_checkpoint, t.checkpoint_dir)
+    if resume:
+        log.info("train: resuming from %s (weights, optimizer, scheduler, RNG and data position)", resume)
     start = time.time()
-    result = trainer.train(resume_from_checkpoint=resume)
+    with signals.checkpoint_on_signal(trainer) as stopper:
+        result = trainer.train(resume_from_checkpoint=resume)
     elapsed = time.time() - start
+    if stopper.received:
+        raise signals.TrainingInterrupted(
+            f"training stopped by {stopper.received} at step {trainer.state.global_step}; checkpoint saved in "
+            f"{t.checkpoint_dir}; continue with --resume_from_checkpoint latest")
     return save_adapter(cfg, trainer, tokenizer, model_path, choice, family.name, stats, elapsed, result)
 
 
@@ -112,14 +119,21 @@ def make_trainer(cfg, model, tokenizer, train_ex, val_ex, precision: str, on_cud
         max_length=cfg.model.max_seq_length, packing=t.packing,
         gradient_checkpointing=t.gradient_checkpointing,
         eval_strategy="steps" if val_ex else "no", eval_steps=t.eval_steps,
+        # the checkpoint with the lowest eval loss is what gets saved as the adapter
+        load_best_model_at_end=bool(val_ex), metric_for_best_model="eval_loss", greater_is_better=False,
         # Batches of similar length waste less compute on padding.
         train_sampling_strategy="group_by_length",
         report_to=["tensorboard"],
         dataloader_num_workers=0, include_num_input_tokens_seen="non_padding",
     )
+    callbacks = []
+    if val_ex and t.early_stopping_patience:
+        from transformers import EarlyStoppingCallback
+
+        callbacks.append(EarlyStoppingCallback(t.early_stopping_patience, t.early_stopping_threshold))
     return SFTTrainer(model=model, args=args, processing_class=tokenizer,
                       train_dataset=Dataset.from_list(train_ex),
-                      eval_dataset=Dataset.from_list(val_ex) if val_ex else None)
+                      eval_dataset=Dataset.from_list(val_ex) if val_ex else None, callbacks=callbacks)
 
 
 def save_adapter(cfg, trainer, tokenizer, model_path, choice, family_name, stats, elapsed, result) -> Path:
@@ -132,12 +146,14 @@ def save_adapter(cfg, trainer, tokenizer, model_path, choice, family_name, stats
         trainer.model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         write_jsonl(tmp / "train_log.jsonl", history)
+        plot_loss(history, tmp / "loss.png")
         write_json_atomic(tmp / ADAPTER_RECORD, {
             "base_model": cfg.model.base_model, "base_model_path": model_path,
             "backend": choice.backend, "backend_reason": choice.reason, "chat_template_family": family_name,
             "lora": cfg.section_dict("lora"), "train": cfg.section_dict("train"),
             "model": cfg.section_dict("model"), "data": stats,
             "global_step": trainer.state.global_step, "train_seconds": round(elapsed, 1),
+            "best_checkpoint": trainer.state.best_model_checkpoint, "best_eval_loss": trainer.state.best_metric,
             "train_loss": getattr(result, "training_loss", None),
             "peak_rss_mb": _peak_rss_mb(), "trained_tokens": trained_tokens,
             "cuda_peak_mb": (torch.cuda.max_memory_allocated() >> 20) if torch.cuda.is_available() else None,
@@ -145,7 +161,33 @@ def save_adapter(cfg, trainer, tokenizer, model_path, choice, family_name, stats
         })
     log.info("train: %d steps in %.0fs, final loss %s -> %s", trainer.state.global_step, elapsed,
              getattr(result, "training_loss", "?"), out)
+    log.info("train: %s trained tokens/s, peak RSS %d MB%s",
+             f"{trained_tokens / elapsed:.0f}" if trained_tokens and elapsed else "?", _peak_rss_mb(),
+             f", peak CUDA {torch.cuda.max_memory_allocated() >> 20} MB" if torch.cuda.is_available() else "")
+    if trainer.state.best_model_checkpoint:
+        log.info("train: best checkpoint by eval loss %.4f: %s (restored)", trainer.state.best_metric,
+                 trainer.state.best_model_checkpoint)
     return out
+
+
+def plot_loss(history: list[dict], path: Path) -> None:
+    """Train and eval loss against the step, next to the adapter."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for key, style in (("loss", "-"), ("eval_loss", "o-")):
+        pts = [(h["step"], h[key]) for h in history if key in h]
+        if pts:
+            ax.plot(*zip(*pts), style, label=key.replace("_", " "))
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, format="png", dpi=100)
+    plt.close(fig)
 
 
 def _peak_rss_mb() -> int:
