@@ -46,6 +46,19 @@ def load_config(args: argparse.Namespace, extra: dict | None = None):
     return cfg
 
 
+def dry_run(cfg) -> int:
+    from fintune.train import plan
+    from fintune.train.backends import choose_backend
+
+    if cfg.train.backend == "unsloth":  # plan it even where it cannot run
+        backend, reason = "unsloth", "requested"
+    else:
+        choice = choose_backend(cfg.train.backend)
+        backend, reason = choice.backend, choice.reason
+    print(plan.render(plan.estimate(cfg, backend), backend, reason))
+    return 0
+
+
 def pipeline_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="train_financial_model.py", allow_abbrev=False,
@@ -53,6 +66,7 @@ def pipeline_parser() -> argparse.ArgumentParser:
                     "data -> LoRA training -> FP16 merge -> GGUF export -> evaluation.")
     p.add_argument("--config", help="profile YAML (default: chosen by hardware from configs/)")
     p.add_argument("--manifest", default="outputs/run_manifest.json")
+    p.add_argument("--dry_run", action="store_true", help="print the plan and memory/disk estimates; run nothing")
     for flag in SKIP_FLAGS:
         p.add_argument(f"--{flag}", action="store_true")
     add_config_flags(p)
@@ -75,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = load_config(args)
+        if args.dry_run:
+            return dry_run(cfg)
         skip = {f for f in SKIP_FLAGS if getattr(args, f)}
         run_pipeline(cfg, Path(args.manifest), skip)
         finish(cfg, Path(args.manifest), artifact_listing)
@@ -120,6 +136,7 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", default="outputs/run_manifest.json")
     p.add_argument("--model_name", help="base model: hub id, local directory or embedded:...")
     p.add_argument("--output_dir", help="where the adapter is written")
+    p.add_argument("--dry_run", action="store_true", help="print the plan and memory/disk estimates; run nothing")
     add_config_flags(p)
     return p
 
@@ -136,6 +153,8 @@ def train_main(argv: list[str] | None = None) -> int:
         extra["lora_output_dir"] = args.output_dir
     try:
         cfg = load_config(args, extra)
+        if args.dry_run:
+            return dry_run(cfg)
         run_pipeline(cfg, Path(args.manifest), only=["data", "train"])
     except TrainingInterrupted as e:
         log.error("%s", e)
