@@ -50,6 +50,12 @@ class DataConfig:
     heldout_fraction: float = 0.1
     data_seed: int = 42
     max_reject_fraction: float = 0.05
+    # per-file format when detection is not wanted: ["prices.csv=alpaca", ...]
+    dataset_formats: list[str] = field(default_factory=list)
+    # preference pairs also train SFT on their chosen reply
+    dpo_to_sft: bool = True
+    # a JSONL line longer than this is rejected, not parsed
+    max_line_bytes: int = 1_000_000
     # Evaluation sets that must never reach training (globs; missing ones are fine).
     contamination_files: list[str] = field(default_factory=lambda: ["../shared/eval/*.jsonl"])
 
@@ -57,6 +63,10 @@ class DataConfig:
         _check(self.num_generated >= 0, "data.num_generated must be >= 0")
         _check(0.0 < self.heldout_fraction < 0.5, "data.heldout_fraction must be in (0, 0.5)")
         _check(0.0 <= self.max_reject_fraction <= 1.0, "data.max_reject_fraction must be in [0, 1]")
+        _check(self.max_line_bytes > 0, "data.max_line_bytes must be > 0")
+        for item in self.dataset_formats:
+            _check(item.count("=") == 1 and all(item.split("=")),
+                   f"data.dataset_formats entries look like FILE=FORMAT, got {item!r}")
 
 
 @dataclass

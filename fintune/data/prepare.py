@@ -16,8 +16,9 @@ from pathlib import Path
 
 from fintune.config import PipelineConfig
 from fintune.data import quant
-from fintune.data.formats import FORMATS, RowError, detect
+from fintune.data.formats import FORMATS, RowError, describe_formats, detect
 from fintune.data.jsonl import DataError, read_jsonl, write_jsonl
+from fintune.data.sources import EXTENSIONS, read_rows, user_files
 from fintune.manifest import atomic_path, write_json_atomic
 from fintune.prompts import user_prompt
 
@@ -47,36 +48,55 @@ def problem_to_eval(p: quant.Problem, idx: int, split: str) -> dict:
                      "solution": p.solution()}}
 
 
-def read_user_files(folder: Path, rejects: list[dict], counts: Counter) -> list[dict]:
-    """Every *.jsonl under `folder` (README and subfolders like eval/ are skipped)."""
-    rows: list[dict] = []
-    if not folder.is_dir():
-        return rows
-    for path in sorted(folder.glob("*.jsonl")):
-        try:
-            for lineno, row in enumerate(read_jsonl(path), 1):
-                fmt = detect(row)
-                where = f"{path}:{lineno}"
-                if fmt is None:
-                    _reject(rejects, counts, where, "format", f"cannot detect the format from keys "
-                            f"{sorted(row)}; known formats: {', '.join(FORMATS.names())}")
-                    continue
-                try:
-                    msgs = fmt.convert(row)
-                except RowError as e:
-                    _reject(rejects, counts, where, e.field, e.reason)
-                    continue
-                rows.append({"id": f"{path.stem}-{lineno}", "source": f"file:{path.name}",
-                             "format": fmt.name, "messages": msgs})
-                counts[f"kept:{path.name}"] += 1
-        except (DataError, UnicodeDecodeError) as e:
-            raise DataError(f"{path}: {e}") from None
-    return rows
+def read_user_files(cfg_data, rejects: list[dict], counts: Counter) -> tuple[list[dict], list[dict]]:
+    """(SFT rows, DPO rows) from every supported file in the dataset folder."""
+    folder = Path(cfg_data.dataset_folder)
+    overrides = dict(item.split("=", 1) for item in cfg_data.dataset_formats)
+    files, ignored = user_files(folder)
+    for p in ignored:
+        _reject(rejects, counts, str(p), "file", f"unsupported file type {p.suffix or '(none)'}; "
+                f"supported: {', '.join(EXTENSIONS)}")
+    unknown = set(overrides) - {p.name for p in files}
+    if unknown:
+        raise DataError(f"data.dataset_formats names {sorted(unknown)}, not found in {folder}")
+    sft, dpo = [], []
+    for path in files:
+        fmt = FORMATS.get(overrides[path.name]) if path.name in overrides else None
+        for raw in read_rows(path, cfg_data.max_line_bytes):
+            if raw.row is None:
+                _reject(rejects, counts, raw.where, raw.field, raw.reason, path.name)
+                continue
+            fmt = fmt or detect(raw.row)
+            if fmt is None:
+                _reject(rejects, counts, raw.where, "format", f"cannot detect the format from keys "
+                        f"{sorted(raw.row)}; known formats: {describe_formats()}", path.name)
+                continue
+            try:
+                missing = [k for k in fmt.keys if k not in raw.row]
+                if missing:
+                    raise RowError(missing[0], f"missing: {path.name} holds {fmt.name} rows (keys "
+                                   f"{', '.join(fmt.keys)}); this row has keys {sorted(raw.row)}")
+                conv = fmt.convert(raw.row)
+            except RowError as e:
+                _reject(rejects, counts, raw.where, e.field, e.reason, path.name)
+                continue
+            rid = f"{path.stem}-{raw.where.rsplit(':', 1)[1].replace('row ', 'r')}"
+            base = {"id": rid, "source": f"file:{path.name}", "format": fmt.name}
+            if conv.dpo:
+                dpo.append({**base, **conv.dpo})
+            if conv.text is not None:
+                sft.append({**base, "text": conv.text})
+            elif conv.messages and (not conv.dpo or cfg_data.dpo_to_sft):
+                sft.append({**base, "messages": conv.messages})
+            counts[f"kept:{path.name}"] += 1
+            counts[f"format:{fmt.name}"] += 1
+    return sft, dpo
 
 
-def _reject(rejects, counts, where, field, reason):
+def _reject(rejects, counts, where, field, reason, source=None):
     rejects.append({"where": where, "field": field, "reason": reason})
-    counts[f"rejected:{where.rsplit(':', 1)[0]}"] += 1
+    counts[f"rejected:{source or Path(where.split(':')[0]).name}"] += 1
+    counts[f"reason:{field}"] += 1
 
 
 def contamination_hashes(patterns: list[str]) -> dict[str, str]:
@@ -110,12 +130,13 @@ def run(cfg: PipelineConfig) -> Path:
                [("unseen_template", unseen[i])] + ([("random", fresh[i])] if i < len(fresh) else [])]
     rows = [problem_to_chat(p, i) for i, p in enumerate(train_problems)]
     counts["kept:generator:quant"] = len(rows)
-    rows += read_user_files(Path(d.dataset_folder), rejects, counts)
+    user_rows, dpo_rows = read_user_files(d, rejects, counts)
+    rows += user_rows
 
     # Exact duplicates (normalized full conversation) are dropped, and counted.
     seen, unique = set(), []
     for r in rows:
-        h = text_hash(json.dumps(r["messages"]))
+        h = text_hash(json.dumps(r.get("messages") or r.get("text")))
         if h in seen:
             counts["duplicates_removed"] += 1
             rejects.append({"where": r["id"], "field": "messages", "reason": "exact duplicate"})
@@ -130,12 +151,13 @@ def run(cfg: PipelineConfig) -> Path:
     rows = [r for r in rows if text_hash(_question_of(r)) not in heldout_q]
     counts["dropped_overlapping_heldout"] = rows_before - len(rows)
     external = contamination_hashes(d.contamination_files)
-    for r in rows:
+    for r in rows + [{**p, "messages": p["prompt"]} for p in dpo_rows]:
         hit = external.get(text_hash(_question_of(r)))
         if hit:
             raise DataError(f"training row {r['id']} ({r['source']}) is an evaluation item: {hit}")
 
-    user_total = sum(v for k, v in counts.items() if k.startswith(("kept:file", "rejected:")))
+    user_total = sum(v for k, v in counts.items() if k.startswith("rejected:") or
+                     (k.startswith("kept:") and k != "kept:generator:quant"))
     n_rejected = sum(v for k, v in counts.items() if k.startswith("rejected:"))
     if user_total and n_rejected / user_total > d.max_reject_fraction:
         _write_rejects(out, rejects)
@@ -143,7 +165,7 @@ def run(cfg: PipelineConfig) -> Path:
                         f"{d.max_reject_fraction:.0%}); see {out / 'rejects.jsonl'}")
 
     heldout_rows = [problem_to_eval(p, i, split) for i, (split, p) in enumerate(heldout)]
-    stats = {"train": len(rows), "heldout": len(heldout_rows), "counts": dict(counts),
+    stats = {"train": len(rows), "heldout": len(heldout_rows), "dpo_pairs": len(dpo_rows), "counts": dict(counts),
              "families": dict(Counter(p.family for p in train_problems)),
              "external_eval_items_guarded": len(external)}
     with atomic_path(out) as tmp:
@@ -151,6 +173,8 @@ def run(cfg: PipelineConfig) -> Path:
         write_jsonl(tmp / "train.jsonl", rows)
         write_jsonl(tmp / "heldout.jsonl", heldout_rows)
         write_jsonl(tmp / "rejects.jsonl", rejects)
+        if dpo_rows:
+            write_jsonl(tmp / "dpo.jsonl", dpo_rows)
         write_json_atomic(tmp / "stats.json", stats)
     log.info("data: %d train rows, %d held-out items, %d rejected, %d duplicates removed -> %s",
              len(rows), len(heldout_rows), n_rejected, counts["duplicates_removed"], out)
@@ -158,7 +182,7 @@ def run(cfg: PipelineConfig) -> Path:
 
 
 def _question_of(row: dict) -> str:
-    text = first_user_text(row["messages"])
+    text = first_user_text(row["messages"]) if "messages" in row else row["text"]
     # Generated prompts carry the answer-format instruction; compare the question alone.
     return text.split("\n\n")[0]
 

@@ -41,7 +41,11 @@ def build_dataset(rows: list[dict], tokenizer, family, max_len: int) -> tuple[li
     """Tokenize with the loss mask; rows over max_len are dropped and counted."""
     out, too_long = [], 0
     for row in rows:
-        ex = tokenize_example(tokenizer, family, row["messages"])
+        if "text" in row:  # plain-text sample: every token is trained, then EOS
+            ids = tokenizer(row["text"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+            ex = {"input_ids": ids, "labels": list(ids)}
+        else:
+            ex = tokenize_example(tokenizer, family, row["messages"])
         if len(ex["input_ids"]) > max_len:
             too_long += 1
             continue
