@@ -111,6 +111,12 @@ class TrainConfig:
     # many evaluations (0 = never); the best checkpoint is restored at the end
     early_stopping_patience: int = 3
     early_stopping_threshold: float = 0.0
+    # DPO after SFT on the preference pairs of the data stage (TRL DPOTrainer),
+    # starting from the SFT adapter, which is also the reference policy
+    dpo: bool = False
+    dpo_beta: float = 0.1
+    dpo_learning_rate: float = 5e-6
+    dpo_max_steps: int = -1  # -1: one epoch over the pairs
     resume_from_checkpoint: Optional[str] = None
 
     def __post_init__(self):
@@ -126,6 +132,8 @@ class TrainConfig:
         _check(0.0 <= self.val_fraction < 0.5, "train.val_fraction must be in [0, 0.5)")
         _check(self.save_steps > 0 and self.logging_steps > 0 and self.eval_steps > 0, "train.save_steps, logging_steps and eval_steps must be > 0")
         _check(self.early_stopping_patience >= 0, "train.early_stopping_patience must be >= 0")
+        _check(self.dpo_beta > 0 and self.dpo_learning_rate > 0, "train.dpo_beta and dpo_learning_rate must be > 0")
+        _check(self.dpo_max_steps == -1 or self.dpo_max_steps > 0, "train.dpo_max_steps must be -1 or > 0")
         _check(self.val_fraction == 0 or self.save_steps % self.eval_steps == 0,
                f"train.save_steps ({self.save_steps}) must be a multiple of train.eval_steps ({self.eval_steps}) "
                "so the best checkpoint by eval loss is on disk to restore")

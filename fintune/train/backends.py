@@ -61,8 +61,24 @@ def load_unsloth(cfg: PipelineConfig, model_path: str):
 
 
 def load_peft(cfg: PipelineConfig, model_path: str, on_cuda: bool):
+    from peft import LoraConfig, get_peft_model
+
+    model, tokenizer = load_base(cfg, model_path, on_cuda)
+    lora = LoraConfig(r=cfg.lora.lora_r, lora_alpha=cfg.lora.lora_alpha,
+                      lora_dropout=cfg.lora.lora_dropout, target_modules=list(cfg.lora.target_modules),
+                      bias="none", task_type="CAUSAL_LM")
+    from transformers import set_seed
+
+    # LoRA A is drawn at random: seed it so a run is reproducible (Unsloth's random_state)
+    set_seed(cfg.train.train_seed)
+    return get_peft_model(model, lora), tokenizer
+
+
+def load_base(cfg: PipelineConfig, model_path: str, on_cuda: bool):
+    """The base model for LoRA: NF4 with double quantization on CUDA (QLoRA)
+    when load_in_4bit, else full precision; and its tokenizer."""
     import torch
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from peft import prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -80,14 +96,7 @@ def load_peft(cfg: PipelineConfig, model_path: str, on_cuda: bool):
     model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
     if "quantization_config" in kwargs:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
-    lora = LoraConfig(r=cfg.lora.lora_r, lora_alpha=cfg.lora.lora_alpha,
-                      lora_dropout=cfg.lora.lora_dropout, target_modules=list(cfg.lora.target_modules),
-                      bias="none", task_type="CAUSAL_LM")
-    from transformers import set_seed
-
-    # LoRA A is drawn at random: seed it so a run is reproducible (Unsloth's random_state)
-    set_seed(cfg.train.train_seed)
-    return get_peft_model(model, lora), tokenizer
+    return model, tokenizer
 
 
 def bf16_matmul_speedup(n: int = 128, reps: int = 3) -> float:

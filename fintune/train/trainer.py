@@ -92,7 +92,8 @@ def run(cfg: PipelineConfig) -> Path:
     log.info("train: %d examples (%d dropped over max_seq_length=%d), %d validation, template %s",
              stats["kept"], stats["dropped_too_long"], cfg.model.max_seq_length, len(val_ex), family.name)
 
-    trainer = make_trainer(cfg, model, tokenizer, train_ex, val_ex, pick_precision(cfg, on_cuda), on_cuda)
+    precision = pick_precision(cfg, on_cuda)
+    trainer = make_trainer(cfg, model, tokenizer, train_ex, val_ex, precision, on_cuda)
     resume = resolve_checkpoint(t.resume_from_checkpoint, t.checkpoint_dir)
     if resume:
         log.info("train: resuming from %s (weights, optimizer, scheduler, RNG and data position)", resume)
@@ -104,7 +105,15 @@ def run(cfg: PipelineConfig) -> Path:
         raise signals.TrainingInterrupted(
             f"training stopped by {stopper.received} at step {trainer.state.global_step}; checkpoint saved in "
             f"{t.checkpoint_dir}; continue with --resume_from_checkpoint latest")
-    return save_adapter(cfg, trainer, tokenizer, model_path, choice, family.name, stats, elapsed, result)
+    if not t.dpo:
+        return save_adapter(cfg, trainer, tokenizer, model_path, choice, family.name, stats, elapsed, result)
+    from fintune.train import dpo
+
+    out = Path(t.lora_output_dir)
+    sft_dir = save_adapter(cfg, trainer, tokenizer, model_path, choice, family.name, stats, elapsed, result,
+                           out=out.with_name(out.name + "-sft"))
+    del trainer, model
+    return dpo.run(cfg, sft_dir, out, model_path, precision, on_cuda)
 
 
 def make_trainer(cfg, model, tokenizer, train_ex, val_ex, precision: str, on_cuda: bool):
@@ -140,10 +149,11 @@ def make_trainer(cfg, model, tokenizer, train_ex, val_ex, precision: str, on_cud
                       eval_dataset=Dataset.from_list(val_ex) if val_ex else None, callbacks=callbacks)
 
 
-def save_adapter(cfg, trainer, tokenizer, model_path, choice, family_name, stats, elapsed, result) -> Path:
+def save_adapter(cfg, trainer, tokenizer, model_path, choice, family_name, stats, elapsed, result,
+                 out: Path | None = None) -> Path:
     import torch
 
-    out = Path(cfg.train.lora_output_dir)
+    out = out or Path(cfg.train.lora_output_dir)
     history = trainer.state.log_history
     trained_tokens = trainer.state.num_input_tokens_seen or None
     with atomic_path(out) as tmp:

@@ -1,0 +1,70 @@
+"""Optional DPO after SFT (--dpo): TRL's DPOTrainer on the preference pairs the
+data stage wrote to dpo.jsonl, starting from the SFT adapter.
+
+TRL copies a PEFT model's adapter into a frozen "ref" adapter when no reference
+model is given, so the reference policy is the SFT model, as in the DPO paper's
+recipe, without a second copy of the base weights.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+from fintune.config import PipelineConfig
+from fintune.data.jsonl import read_jsonl, write_jsonl
+from fintune.manifest import atomic_path, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+def pairs_path(cfg: PipelineConfig) -> Path:
+    return Path(cfg.data.data_dir) / "dpo.jsonl"
+
+
+def run(cfg: PipelineConfig, sft_dir: Path, out: Path, model_path: str, precision: str, on_cuda: bool) -> Path:
+    from datasets import Dataset
+    from peft import PeftModel
+    from trl import DPOConfig, DPOTrainer
+
+    from fintune.train.backends import load_base
+    from fintune.train.trainer import ADAPTER_RECORD, plot_loss
+
+    path = pairs_path(cfg)
+    if not path.is_file():
+        raise FileNotFoundError(f"--dpo needs preference pairs: {path} not found (put prompt/chosen/rejected "
+                                f"rows in {cfg.data.dataset_folder}/)")
+    pairs = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in read_jsonl(path)]
+    t = cfg.train
+    base, tokenizer = load_base(cfg, model_path, on_cuda)
+    model = PeftModel.from_pretrained(base, sft_dir, is_trainable=True)
+    args = DPOConfig(
+        output_dir=str(Path(t.checkpoint_dir) / "dpo"), beta=t.dpo_beta, learning_rate=t.dpo_learning_rate,
+        max_steps=t.dpo_max_steps, num_train_epochs=1, per_device_train_batch_size=t.per_device_train_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps, logging_steps=t.logging_steps,
+        save_steps=t.save_steps, save_total_limit=t.save_total_limit, seed=t.train_seed,
+        bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not on_cuda,
+        max_length=cfg.model.max_seq_length, gradient_checkpointing=t.gradient_checkpointing,
+        report_to=["tensorboard"], dataloader_num_workers=0)
+    trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(pairs), processing_class=tokenizer)
+    start = time.time()
+    result = trainer.train()
+    record = json.loads((sft_dir / ADAPTER_RECORD).read_text())
+    with atomic_path(out) as tmp:
+        # only the trained adapter; TRL's frozen "ref" copy is not part of the result
+        trainer.model.save_pretrained(tmp, selected_adapters=["default"])
+        tokenizer.save_pretrained(tmp)
+        for name in ("train_log.jsonl", "loss.png"):
+            if (sft_dir / name).is_file():
+                shutil.copy2(sft_dir / name, tmp / f"sft_{name}")
+        write_jsonl(tmp / "train_log.jsonl", trainer.state.log_history)
+        plot_loss(trainer.state.log_history, tmp / "loss.png")
+        write_json_atomic(tmp / ADAPTER_RECORD, {**record, "dpo": {
+            "sft_adapter": str(sft_dir), "pairs": len(pairs), "beta": t.dpo_beta,
+            "global_step": trainer.state.global_step, "train_loss": getattr(result, "training_loss", None),
+            "seconds": round(time.time() - start, 1)}})
+    log.info("dpo: %d pairs, %d steps, loss %s -> %s", len(pairs), trainer.state.global_step,
+             getattr(result, "training_loss", "?"), out)
+    return out
