@@ -155,7 +155,17 @@ def train_main(argv: list[str] | None = None) -> int:
         cfg = load_config(args, extra)
         if args.dry_run:
             return dry_run(cfg)
-        run_pipeline(cfg, Path(args.manifest), only=["data", "train"])
+        stages = ["data", "train"]
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # several processes must not all write the data: it has to exist already
+            from fintune.manifest import Manifest
+
+            if not Manifest(Path(args.manifest)).verify_complete("data"):
+                raise ConfigError("under torchrun / accelerate launch, prepare the data first: "
+                                  "python train_financial_model.py --skip_training --skip_merge "
+                                  "--skip_quantization --skip_eval")
+            stages = ["train"]
+        run_pipeline(cfg, Path(args.manifest), only=stages)
     except TrainingInterrupted as e:
         log.error("%s", e)
         return 130

@@ -92,6 +92,8 @@ class Manifest:
         return self.load()["stages"].get(name)
 
     def save_stage(self, name: str, record: dict[str, Any]) -> None:
+        if int(os.environ.get("RANK", "0")) != 0:
+            return  # under torchrun only the main process keeps the record
         data = self.load()
         data["stages"][name] = record
         write_json_atomic(self.path, data)

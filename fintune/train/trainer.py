@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import re
 import time
@@ -83,6 +84,8 @@ def run(cfg: PipelineConfig) -> Path:
     else:
         model, tokenizer = backends.load_peft(cfg, model_path, on_cuda)
 
+    if t.dpo and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("--dpo runs in a single process; train SFT under torchrun, then DPO without it")
     family = detect(tokenizer.chat_template)
     rows = list(read_jsonl(Path(cfg.data.data_dir) / "train.jsonl"))
     random.Random(t.train_seed).shuffle(rows)
@@ -105,6 +108,12 @@ def run(cfg: PipelineConfig) -> Path:
         raise signals.TrainingInterrupted(
             f"training stopped by {stopper.received} at step {trainer.state.global_step}; checkpoint saved in "
             f"{t.checkpoint_dir}; continue with --resume_from_checkpoint latest")
+    if trainer.args.world_size > 1:
+        # DDP: rank 0 writes the adapter while the others wait for it
+        if trainer.is_world_process_zero():
+            save_adapter(cfg, trainer, tokenizer, model_path, choice, family.name, stats, elapsed, result)
+        trainer.accelerator.wait_for_everyone()
+        return Path(t.lora_output_dir)
     if not t.dpo:
         return save_adapter(cfg, trainer, tokenizer, model_path, choice, family.name, stats, elapsed, result)
     from fintune.train import dpo
@@ -138,6 +147,8 @@ def make_trainer(cfg, model, tokenizer, train_ex, val_ex, precision: str, on_cud
         train_sampling_strategy="group_by_length",
         report_to=["tensorboard"],
         dataloader_num_workers=0, include_num_input_tokens_seen="non_padding",
+        # LoRA leaves most parameters frozen; skip DDP's search for unused ones
+        ddp_find_unused_parameters=False,
     )
     callbacks = []
     if val_ex and t.early_stopping_patience:
@@ -168,6 +179,7 @@ def save_adapter(cfg, trainer, tokenizer, model_path, choice, family_name, stats
             "model": cfg.section_dict("model"), "data": stats,
             "global_step": trainer.state.global_step, "train_seconds": round(elapsed, 1),
             "best_checkpoint": trainer.state.best_model_checkpoint, "best_eval_loss": trainer.state.best_metric,
+            "world_size": trainer.args.world_size,
             "train_loss": getattr(result, "training_loss", None),
             "peak_rss_mb": _peak_rss_mb(), "trained_tokens": trained_tokens,
             "cuda_peak_mb": (torch.cuda.max_memory_allocated() >> 20) if torch.cuda.is_available() else None,
