@@ -127,10 +127,25 @@ def run(cfg: PipelineConfig) -> Path:
 
 def make_trainer(cfg, model, tokenizer, train_ex, val_ex, precision: str, on_cuda: bool):
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     t = cfg.train
-    args = SFTConfig(
+    args = sft_args(cfg, precision, on_cuda, has_val=bool(val_ex))
+    callbacks = []
+    if val_ex and t.early_stopping_patience:
+        from transformers import EarlyStoppingCallback
+
+        callbacks.append(EarlyStoppingCallback(t.early_stopping_patience, t.early_stopping_threshold))
+    return SFTTrainer(model=model, args=args, processing_class=tokenizer,
+                      train_dataset=Dataset.from_list(train_ex),
+                      eval_dataset=Dataset.from_list(val_ex) if val_ex else None, callbacks=callbacks)
+
+
+def sft_args(cfg, precision: str, on_cuda: bool, has_val: bool):
+    from trl import SFTConfig
+
+    t = cfg.train
+    return SFTConfig(
         output_dir=t.checkpoint_dir, per_device_train_batch_size=t.per_device_train_batch_size,
         per_device_eval_batch_size=t.per_device_train_batch_size,
         gradient_accumulation_steps=t.gradient_accumulation_steps, learning_rate=t.learning_rate,
@@ -140,9 +155,9 @@ def make_trainer(cfg, model, tokenizer, train_ex, val_ex, precision: str, on_cud
         bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not on_cuda,
         max_length=cfg.model.max_seq_length, packing=t.packing,
         gradient_checkpointing=t.gradient_checkpointing,
-        eval_strategy="steps" if val_ex else "no", eval_steps=t.eval_steps,
+        eval_strategy="steps" if has_val else "no", eval_steps=t.eval_steps,
         # the checkpoint with the lowest eval loss is what gets saved as the adapter
-        load_best_model_at_end=bool(val_ex), metric_for_best_model="eval_loss", greater_is_better=False,
+        load_best_model_at_end=has_val, metric_for_best_model="eval_loss", greater_is_better=False,
         # Batches of similar length waste less compute on padding.
         train_sampling_strategy="group_by_length",
         report_to=["tensorboard"],
@@ -150,14 +165,6 @@ def make_trainer(cfg, model, tokenizer, train_ex, val_ex, precision: str, on_cud
         # LoRA leaves most parameters frozen; skip DDP's search for unused ones
         ddp_find_unused_parameters=False,
     )
-    callbacks = []
-    if val_ex and t.early_stopping_patience:
-        from transformers import EarlyStoppingCallback
-
-        callbacks.append(EarlyStoppingCallback(t.early_stopping_patience, t.early_stopping_threshold))
-    return SFTTrainer(model=model, args=args, processing_class=tokenizer,
-                      train_dataset=Dataset.from_list(train_ex),
-                      eval_dataset=Dataset.from_list(val_ex) if val_ex else None, callbacks=callbacks)
 
 
 def save_adapter(cfg, trainer, tokenizer, model_path, choice, family_name, stats, elapsed, result,
