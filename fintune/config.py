@@ -56,6 +56,8 @@ class DataConfig:
     dpo_to_sft: bool = True
     # a JSONL line longer than this is rejected, not parsed
     max_line_bytes: int = 1_000_000
+    # tokenize every row with the base model's tokenizer: length, BOS, special tokens, loss mask
+    token_check: bool = True
     # Evaluation sets that must never reach training (globs; missing ones are fine).
     contamination_files: list[str] = field(default_factory=lambda: ["../shared/eval/*.jsonl"])
 

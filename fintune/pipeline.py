@@ -50,7 +50,10 @@ def _export_settings(cfg: PipelineConfig) -> dict:
 
 
 STAGES = [
-    Stage("data", "skip_dataset_prep", "fintune.data:run", lambda c: c.section_dict("data")),
+    # the data stage tokenizes with the base model against max_seq_length
+    Stage("data", "skip_dataset_prep", "fintune.data:run",
+          lambda c: {**c.section_dict("data"), "base_model": c.model.base_model,
+                     "max_seq_length": c.model.max_seq_length}),
     Stage("train", "skip_training", "fintune.train:run", _train_settings, after=("data",)),
     Stage("merge", "skip_merge", "fintune.merge:run",
           lambda c: {"merged_model_dir": c.export.merged_model_dir, "merge_mode": c.export.merge_mode},

@@ -154,3 +154,15 @@ def test_format_override_per_file(tmp_path):
     assert stats["counts"]["format:text"] == 1
     with pytest.raises(DataError, match="missing.jsonl"):
         _run(tmp_path, {}, dataset_formats="missing.jsonl=text")
+
+
+def test_rows_over_max_seq_length_are_rejected_and_counted(tmp_path, capsys):
+    long = _msgs(("user", "Explain duration."), ("assistant", "Duration " * 400))
+    out, rejects, stats = _run(tmp_path, {"u.jsonl": _lines(GOOD, long)}, max_seq_length=256)
+    mine = [r for r in rejects if r["where"] == "u-2"]
+    assert len(mine) == 1 and mine[0]["field"] == "tokens" and "over max_seq_length=256" in mine[0]["reason"]
+    assert stats["counts"]["dropped_too_long"] == sum("over max_seq_length" in r["reason"] for r in rejects)
+    t = stats["tokens"]
+    assert t["checked"] and t["template"] == "chatml" and 0 < t["p50"] <= t["p90"] <= t["max"] <= 256
+    printed = capsys.readouterr().out
+    assert "| u.jsonl | 2 | 0 |" in printed and "token lengths: p50" in printed

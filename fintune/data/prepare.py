@@ -19,6 +19,7 @@ from fintune.data import quant
 from fintune.data.formats import FORMATS, RowError, describe_formats, detect
 from fintune.data.jsonl import DataError, read_jsonl, write_jsonl
 from fintune.data.sources import EXTENSIONS, read_rows, user_files
+from fintune.data.tokens import check_rows
 from fintune.manifest import atomic_path, write_json_atomic
 from fintune.prompts import user_prompt
 
@@ -156,6 +157,11 @@ def run(cfg: PipelineConfig) -> Path:
         if hit:
             raise DataError(f"training row {r['id']} ({r['source']}) is an evaluation item: {hit}")
 
+    if d.token_check:
+        rows, token_stats = check_rows(rows, cfg.model.base_model, cfg.model.max_seq_length, rejects, counts)
+    else:
+        token_stats = {"checked": False}
+
     user_total = sum(v for k, v in counts.items() if k.startswith("rejected:") or
                      (k.startswith("kept:") and k != "kept:generator:quant"))
     n_rejected = sum(v for k, v in counts.items() if k.startswith("rejected:"))
@@ -167,7 +173,7 @@ def run(cfg: PipelineConfig) -> Path:
     heldout_rows = [problem_to_eval(p, i, split) for i, (split, p) in enumerate(heldout)]
     stats = {"train": len(rows), "heldout": len(heldout_rows), "dpo_pairs": len(dpo_rows), "counts": dict(counts),
              "families": dict(Counter(p.family for p in train_problems)),
-             "external_eval_items_guarded": len(external)}
+             "external_eval_items_guarded": len(external), "tokens": token_stats}
     with atomic_path(out) as tmp:
         tmp.mkdir(parents=True)
         write_jsonl(tmp / "train.jsonl", rows)
@@ -178,6 +184,7 @@ def run(cfg: PipelineConfig) -> Path:
         write_json_atomic(tmp / "stats.json", stats)
     log.info("data: %d train rows, %d held-out items, %d rejected, %d duplicates removed -> %s",
              len(rows), len(heldout_rows), n_rejected, counts["duplicates_removed"], out)
+    print(stats_table(stats))
     return out
 
 
@@ -190,3 +197,22 @@ def _question_of(row: dict) -> str:
 def _write_rejects(out: Path, rejects: list[dict]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_jsonl(out / "rejects.jsonl", rejects)
+
+
+def stats_table(stats: dict) -> str:
+    """The summary printed at the end of the stage (stats.json has it all)."""
+    c = stats["counts"]
+    lines = ["| source | kept | rejected |", "|---|---|---|"]
+    sources = sorted({k.split(":", 1)[1] for k in c if k.startswith(("kept:", "rejected:"))})
+    for s in sources:
+        lines.append(f"| {s} | {c.get('kept:' + s, 0)} | {c.get('rejected:' + s, 0)} |")
+    fmts = ", ".join(f"{k.split(':', 1)[1]} {v}" for k, v in sorted(c.items()) if k.startswith("format:"))
+    reasons = ", ".join(f"{k.split(':', 1)[1]} {v}" for k, v in sorted(c.items()) if k.startswith("reason:"))
+    t = stats["tokens"]
+    lines += [f"formats: {fmts or 'generated only'}",
+              f"rejects by field: {reasons or 'none'}; duplicates removed {c.get('duplicates_removed', 0)}; "
+              f"over max_seq_length {c.get('dropped_too_long', 0)}; template problems {c.get('dropped_template', 0)}",
+              f"token lengths: p50 {t.get('p50')}, p90 {t.get('p90')}, p99 {t.get('p99')}, max {t.get('max')}"
+              if t.get("checked") else "token lengths: not checked (tokenizer unavailable or token_check off)",
+              f"train rows {stats['train']}, held-out items {stats['heldout']}, DPO pairs {stats['dpo_pairs']}"]
+    return "\n".join(lines)
