@@ -321,3 +321,7 @@ def generate_unseen(n: int, seed: int) -> list[Problem]:
     names = FAMILIES.names()
     return [generate(names[i % len(names)], rng, template=len(FAMILIES.get(names[i % len(names)]).templates) - 1)
             for i in range(n)]
+
+
+# The other families register themselves; imported last because they use the helpers above.
+from fintune.data import quant_families  # noqa: E402,F401
