@@ -58,6 +58,15 @@ class DataConfig:
     max_line_bytes: int = 1_000_000
     # tokenize every row with the base model's tokenizer: length, BOS, special tokens, loss mask
     token_check: bool = True
+    # instruction corpora via datasets.load_dataset: hub ids or local files
+    hub_datasets: list[str] = field(default_factory=list)
+    hub_optional: bool = True
+    hub_limit: int = 20000
+    # market-data questions from OHLCV CSVs and/or yfinance tickers
+    market_files: list[str] = field(default_factory=list)
+    market_tickers: list[str] = field(default_factory=list)
+    market_samples: int = 300
+    market_optional: bool = True
     # Evaluation sets that must never reach training (globs; missing ones are fine).
     contamination_files: list[str] = field(default_factory=lambda: ["../shared/eval/*.jsonl"])
 

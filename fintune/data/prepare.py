@@ -15,7 +15,8 @@ from collections import Counter
 from pathlib import Path
 
 from fintune.config import PipelineConfig
-from fintune.data import quant
+from fintune.data import market, quant
+from fintune.data.hub import load_source
 from fintune.data.formats import FORMATS, RowError, describe_formats, detect
 from fintune.data.jsonl import DataError, read_jsonl, write_jsonl
 from fintune.data.sources import EXTENSIONS, read_rows, user_files
@@ -34,8 +35,17 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(normalize(text).encode()).hexdigest()[:20]
 
 
-def problem_to_chat(p: quant.Problem, idx: int) -> dict:
-    return {"id": f"quant-{p.family}-{idx}", "source": f"generator:quant/{p.family}",
+def market_problems(d) -> tuple[list, list]:
+    """(train, held-out) market questions; every tenth goes to the held-out set."""
+    if not (d.market_files or d.market_tickers):
+        return [], []
+    series = market.load_series(d.market_files, d.market_tickers, d.market_optional)
+    problems = market.generate(series, d.market_samples, d.data_seed + 3) if series else []
+    return [p for i, p in enumerate(problems) if i % 10], [p for i, p in enumerate(problems) if not i % 10]
+
+
+def problem_to_chat(p: quant.Problem, idx: int, source: str = "generator:quant") -> dict:
+    return {"id": f"{source.split(':')[1]}-{p.family}-{idx}", "source": f"{source}/{p.family}",
             "messages": [{"role": "user", "content": user_prompt(p.question)},
                          {"role": "assistant", "content": p.solution()}]}
 
@@ -43,7 +53,8 @@ def problem_to_chat(p: quant.Problem, idx: int) -> dict:
 def problem_to_eval(p: quant.Problem, idx: int, split: str) -> dict:
     return {"id": f"heldout-{p.family}-{idx}", "question": p.question, "context": None,
             "answer": quant.fmt(p.answer), "answer_numeric": float(p.answer),
-            "source": "generator:quant", "license": "generated",
+            "source": "generator:market" if p.family.startswith("market") else "generator:quant",
+            "license": "generated",
             "meta": {"family": p.family, "template": p.template, "unit": p.unit, "split": split,
                      # worked solution: the held-out text for perplexity, never shown to the model
                      "solution": p.solution()}}
@@ -131,6 +142,14 @@ def run(cfg: PipelineConfig) -> Path:
                [("unseen_template", unseen[i])] + ([("random", fresh[i])] if i < len(fresh) else [])]
     rows = [problem_to_chat(p, i) for i, p in enumerate(train_problems)]
     counts["kept:generator:quant"] = len(rows)
+    market_train, market_held = market_problems(d)
+    rows += [problem_to_chat(p, len(rows) + i, source="generator:market") for i, p in enumerate(market_train)]
+    counts["kept:generator:market"] = len(market_train)
+    heldout += [("random", p) for p in market_held]
+    for spec in d.hub_datasets:
+        hub_rows = load_source(spec, d.hub_limit, d.hub_optional)
+        counts[f"kept:hub:{spec}"] = len(hub_rows)
+        rows += hub_rows
     user_rows, dpo_rows = read_user_files(d, rejects, counts)
     rows += user_rows
 
@@ -163,7 +182,7 @@ def run(cfg: PipelineConfig) -> Path:
         token_stats = {"checked": False}
 
     user_total = sum(v for k, v in counts.items() if k.startswith("rejected:") or
-                     (k.startswith("kept:") and k != "kept:generator:quant"))
+                     (k.startswith("kept:") and ":" not in k[5:]))  # user files only
     n_rejected = sum(v for k, v in counts.items() if k.startswith("rejected:"))
     if user_total and n_rejected / user_total > d.max_reject_fraction:
         _write_rejects(out, rejects)
