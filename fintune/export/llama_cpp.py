@@ -100,7 +100,9 @@ def _run(cmd: list[str], what: str, env: dict | None = None) -> str:
 
 
 def _run_proc(cmd: list[str], what: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    # errors="replace": a generation cut off inside a multi-byte character is
+    # still an answer to score, not a crash
+    proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", env=env)
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
         raise LlamaCppError(f"{what} failed (exit {proc.returncode}):\n{tail}")
