@@ -144,7 +144,8 @@ def run(cfg: PipelineConfig) -> Path:
     counts["kept:generator:quant"] = len(rows)
     market_train, market_held = market_problems(d)
     rows += [problem_to_chat(p, len(rows) + i, source="generator:market") for i, p in enumerate(market_train)]
-    counts["kept:generator:market"] = len(market_train)
+    if market_train:
+        counts["kept:generator:market"] = len(market_train)
     heldout += [("random", p) for p in market_held]
     for spec in d.hub_datasets:
         hub_rows = load_source(spec, d.hub_limit, d.hub_optional)
