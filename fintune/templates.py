@@ -23,6 +23,9 @@ class TemplateFamily:
     system_allowed: bool = True
     # variant for templates whose generation prompt opens the reasoning block
     ollama_template_thinking: str | None = None
+    # turn markers for Unsloth's train_on_responses_only
+    instruction_part: str = ""
+    response_part: str = ""
     # (tokenizer, prompt messages, completion message) -> (prompt text, completion text)
     render: Callable | None = None
 
@@ -95,14 +98,17 @@ FAMILIES.register("deepseek-r1", TemplateFamily(
     ollama_template_thinking=_r1_ollama_template(True),
     stops=[R1_BOS, R1_EOS, R1_USER, R1_ASSISTANT],
     params={"temperature": 0.6, "top_p": 0.95, "num_ctx": 8192},
-    system_allowed=False, render=_render_deepseek_r1))
+    system_allowed=False, render=_render_deepseek_r1, instruction_part=R1_USER, response_part=R1_ASSISTANT))
 FAMILIES.register("chatml", TemplateFamily(
     name="chatml", marker="<|im_start|>", ollama_template=CHATML_TEMPLATE,
-    stops=["<|im_start|>", "<|im_end|>"], params={"temperature": 0.2, "num_ctx": 4096}))
+    stops=["<|im_start|>", "<|im_end|>"], params={"temperature": 0.2, "num_ctx": 4096},
+    instruction_part="<|im_start|>user\n", response_part="<|im_start|>assistant\n"))
 FAMILIES.register("llama3", TemplateFamily(
     name="llama3", marker="<|start_header_id|>", ollama_template=LLAMA3_TEMPLATE,
     stops=["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
-    params={"temperature": 0.6, "top_p": 0.9, "num_ctx": 8192}))
+    params={"temperature": 0.6, "top_p": 0.9, "num_ctx": 8192},
+    instruction_part="<|start_header_id|>user<|end_header_id|>\n\n",
+    response_part="<|start_header_id|>assistant<|end_header_id|>\n\n"))
 
 
 def detect(chat_template: str | None) -> TemplateFamily:

@@ -82,3 +82,12 @@ def test_real_r1_template_is_detected_and_masks_only_the_reply(r1_tokenizer):
     trained = r1_tokenizer.decode(ids[first:])
     assert "risk = 2% of 10,000 = 200" in trained and trained.endswith(r1_tokenizer.eos_token)
     assert ids.count(r1_tokenizer.bos_token_id) == 1 and ids[0] == r1_tokenizer.bos_token_id
+
+
+@pytest.mark.parametrize("tok_fixture", ["tokenizer", "r1_tokenizer"])
+def test_unsloth_turn_markers_occur_in_the_rendered_template(tok_fixture, request):
+    tok = request.getfixturevalue(tok_fixture)
+    fam = detect(tok.chat_template)
+    text = tok.apply_chat_template(MSGS, tokenize=False)
+    assert fam.instruction_part in text and fam.response_part in text
+    assert text.index(fam.instruction_part) < text.rindex(fam.response_part)

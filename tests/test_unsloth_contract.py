@@ -24,6 +24,13 @@ STANDIN = textwrap.dedent('''
             return "PEFT_MODEL"
 ''')
 
+CHAT_TEMPLATES = textwrap.dedent('''
+    import unsloth
+    def train_on_responses_only(trainer, **kw):
+        unsloth.CALLS.append(["train_on_responses_only", {"trainer": trainer, **kw}])
+        return "MASKED_TRAINER"
+''')
+
 DRIVER = textwrap.dedent('''
     import builtins, json, sys
     order = []
@@ -40,6 +47,8 @@ DRIVER = textwrap.dedent('''
                                   "max_seq_length": 4096, "load_in_4bit": True, "lora_r": 32,
                                   "lora_alpha": 64, "train_seed": 3407})
     model, tok = backends.load_unsloth(cfg, cfg.model.base_model)
+    from fintune.templates import FAMILIES
+    backends.unsloth_responses_only("TRAINER", FAMILIES.get("deepseek-r1"))
     import unsloth
     print(json.dumps({"calls": unsloth.CALLS, "order": order, "model": model, "tok": tok}))
 ''')
@@ -47,7 +56,9 @@ DRIVER = textwrap.dedent('''
 
 @pytest.fixture
 def recorded(tmp_path):
-    (tmp_path / "unsloth.py").write_text(STANDIN)
+    (tmp_path / "unsloth").mkdir()
+    (tmp_path / "unsloth" / "__init__.py").write_text(STANDIN)
+    (tmp_path / "unsloth" / "chat_templates.py").write_text(CHAT_TEMPLATES)
     env = {"PYTHONPATH": f"{tmp_path}:{ROOT}", "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-c", DRIVER], capture_output=True, text=True, env=env, cwd=ROOT)
     assert out.returncode == 0, out.stderr
@@ -68,6 +79,12 @@ def test_get_peft_model_arguments(recorded):
     assert kw["target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     assert kw["use_gradient_checkpointing"] == "unsloth" and kw["random_state"] == 3407
     assert kw["lora_dropout"] == 0.0
+
+
+def test_responses_only_uses_the_r1_turn_markers(recorded):
+    name, kw = recorded["calls"][2]
+    assert name == "train_on_responses_only" and kw["trainer"] == "TRAINER"
+    assert kw["instruction_part"] == "<\uff5cUser\uff5c>" and kw["response_part"] == "<\uff5cAssistant\uff5c>"
 
 
 def test_unsloth_is_imported_before_transformers_trl_peft(recorded):

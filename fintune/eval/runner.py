@@ -118,19 +118,21 @@ class HFRunner(_Counted):
 
 
 class GGUFRunner(_Counted):
-    """Generation through llama.cpp's llama-completion, one process per prompt.
-    On CPU this beats batched transformers generation (111 vs 49-69 tokens/s
-    measured for SmolLM2-135M on 2 cores), and it evaluates the very files
-    users ship."""
+    """Generation through llama.cpp on the very files users ship: llama-server
+    with `parallel` slots decoding together when it is built and parallel > 1,
+    else llama-completion, one process per prompt. On CPU even the latter beats
+    batched transformers generation (111 vs 49-69 tokens/s measured for
+    SmolLM2-135M on 2 cores)."""
 
     def __init__(self, gguf: str | Path, llama_cpp_path: str | Path, tokenizer_dir: str | Path | None = None,
-                 name: str | None = None, sampling: Sampling = GREEDY):
+                 name: str | None = None, sampling: Sampling = GREEDY, parallel: int = 1):
         from fintune.export.llama_cpp import LlamaCpp
 
         self.gguf = Path(gguf)
         self.name = name or self.gguf.name
         self.lc = LlamaCpp(Path(llama_cpp_path))
         self.sampling = sampling
+        self.parallel = parallel
         if tokenizer_dir:
             from transformers import AutoTokenizer
 
@@ -140,13 +142,45 @@ class GGUFRunner(_Counted):
         self.tokens, self.seconds = 0, 0.0
 
     def generate(self, prompts: list[str], max_new_tokens: int, batch_size: int = 1) -> list[str]:
-        out, start, s = [], time.time(), self.sampling
-        for i, prompt in enumerate(prompts, 1):
-            c = self.lc.complete(self.gguf, prompt, max_new_tokens, temperature=s.temperature, top_p=s.top_p,
-                                 seed=s.seed + i)
-            out.append(c.text)
-            self.tokens += c.n_tokens
-            self.seconds += c.eval_seconds
-            if i % 20 == 0 or i == len(prompts):
-                log.info("eval: %s %d/%d generated (%.0fs)", self.name, i, len(prompts), time.time() - start)
-        return out
+        from fintune.export.llama_cpp import LlamaCppError, LlamaServer
+
+        s, start = self.sampling, time.time()
+        complete = None
+        server = None
+        if self.parallel > 1:
+            try:
+                server = LlamaServer(self.lc, self.gguf, slots=self.parallel).__enter__()
+                complete = server.complete
+            except LlamaCppError as e:
+                log.info("eval: llama-server unavailable (%s); one llama-completion per prompt", str(e)[:120])
+        if complete is None:
+            def complete(prompt, n, temperature, top_p, seed):
+                return self.lc.complete(self.gguf, prompt, n, temperature=temperature, top_p=top_p, seed=seed)
+        try:
+            results = self._map(complete, prompts, max_new_tokens, s, start)
+        finally:
+            if server:
+                server.__exit__()
+        # with parallel slots the per-request times overlap: count wall time instead
+        if server:
+            self.seconds += time.time() - start - sum(c.eval_seconds for c in results)
+        return [c.text for c in results]
+
+    def _map(self, complete, prompts, n, s, start):
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
+        lock = threading.Lock()
+
+        def one(i):
+            c = complete(prompts[i], n, temperature=s.temperature, top_p=s.top_p, seed=s.seed + i + 1)
+            with lock:
+                self.tokens += c.n_tokens
+                self.seconds += c.eval_seconds
+            done = i + 1
+            if done % 20 == 0 or done == len(prompts):
+                log.info("eval: %s %d/%d generated (%.0fs)", self.name, done, len(prompts), time.time() - start)
+            return c
+
+        with ThreadPoolExecutor(max_workers=max(1, self.parallel)) as pool:
+            return list(pool.map(one, range(len(prompts))))

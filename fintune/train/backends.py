@@ -60,6 +60,16 @@ def load_unsloth(cfg: PipelineConfig, model_path: str):
     return model, tokenizer
 
 
+def unsloth_responses_only(trainer, family):
+    """Unsloth's own assistant-only masking, with the markers of the model's chat
+    template family (our labels already mask the prompt; this keeps Unsloth's
+    collator in charge on its path)."""
+    from unsloth.chat_templates import train_on_responses_only
+
+    return train_on_responses_only(trainer, instruction_part=family.instruction_part,
+                                   response_part=family.response_part)
+
+
 def load_peft(cfg: PipelineConfig, model_path: str, on_cuda: bool):
     from peft import LoraConfig, get_peft_model
 

@@ -97,6 +97,8 @@ def run(cfg: PipelineConfig) -> Path:
 
     precision = pick_precision(cfg, on_cuda)
     trainer = make_trainer(cfg, model, tokenizer, train_ex, val_ex, precision, on_cuda)
+    if choice.backend == "unsloth":
+        trainer = backends.unsloth_responses_only(trainer, family)
     resume = resolve_checkpoint(t.resume_from_checkpoint, t.checkpoint_dir)
     if resume:
         log.info("train: resuming from %s (weights, optimizer, scheduler, RNG and data position)", resume)
