@@ -216,6 +216,8 @@ class EvalConfig:
     # greedy for reproducible numbers; "r1" = DeepSeek's temperature 0.6, top_p 0.95
     eval_sampling: str = "greedy"
     perplexity: bool = True
+    # GGUF evals: llama-server slots decoding together (needs llama-server built); 1 = llama-completion per prompt
+    eval_parallel: int = 1
 
     def __post_init__(self):
         _check(self.eval_limit > 0, "eval.eval_limit must be > 0")
@@ -224,6 +226,7 @@ class EvalConfig:
         _check(self.external_eval_limit > 0, "eval.external_eval_limit must be > 0")
         _check(self.eval_sampling in ("greedy", "r1"), f"eval.eval_sampling must be greedy or r1, got {self.eval_sampling!r}")
         _check(len(self.eval_models) > 0, "eval.eval_models must name at least one model")
+        _check(self.eval_parallel >= 1, "eval.eval_parallel must be >= 1")
 
 
 SECTIONS: dict[str, type] = {

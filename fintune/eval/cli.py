@@ -38,6 +38,8 @@ def parse(argv) -> argparse.Namespace:
     p.add_argument("--sampling", choices=["greedy", "r1"], default="greedy",
                    help="greedy (reproducible, CI) or DeepSeek's R1 settings (temperature 0.6, top_p 0.95)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--parallel", type=int, default=1,
+                   help="GGUF: llama-server slots decoding together (needs llama-server built); 1 = llama-completion")
     p.add_argument("--llama_cpp_path", default="llama.cpp")
     args = p.parse_args(argv)
     if args.adapter and not args.model:
@@ -55,7 +57,8 @@ def make_runner(args):
     if args.gguf:
         if not Path(args.gguf).is_file():
             raise FileNotFoundError(f"--gguf {args.gguf}: no such file")
-        return GGUFRunner(args.gguf, args.llama_cpp_path, args.tokenizer, name=args.name, sampling=sampling)
+        return GGUFRunner(args.gguf, args.llama_cpp_path, args.tokenizer, name=args.name, sampling=sampling,
+                          parallel=args.parallel)
     return HFRunner(args.model, args.adapter, name=args.name, sampling=sampling)
 
 

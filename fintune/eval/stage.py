@@ -46,7 +46,8 @@ def runners(cfg: PipelineConfig, base_path: str):
             if cuda_available():
                 yield name, lambda: HFRunner(base_path, None, name="base", sampling=sampling)
             else:
-                yield name, lambda: GGUFRunner(base_gguf(cfg, base_path), lcp, adapter, "base", sampling)
+                yield name, lambda: GGUFRunner(base_gguf(cfg, base_path), lcp, adapter, "base", sampling,
+                                               cfg.eval.eval_parallel)
         elif name == "adapter":
             yield name, lambda: HFRunner(base_path, adapter, name="adapter", sampling=sampling)
         elif name == "merged":
@@ -56,7 +57,8 @@ def runners(cfg: PipelineConfig, base_path: str):
             if not path.is_file():
                 log.warning("eval: %s not found (%s not exported?); left out of the report", path, name)
                 continue
-            yield name, lambda path=path, name=name: GGUFRunner(path, lcp, adapter, name.lower(), sampling)
+            yield name, lambda path=path, name=name: GGUFRunner(path, lcp, adapter, name.lower(), sampling,
+                                                                cfg.eval.eval_parallel)
 
 
 def eval_sets(cfg: PipelineConfig) -> list[tuple[str, list[dict], list[bool]]]:
