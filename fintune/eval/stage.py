@@ -132,7 +132,7 @@ def run(cfg: PipelineConfig) -> Path:
                          100 * res["ci95"][1], 100 * res["format_rate"], res["n"], res["seconds"],
                          res["tokens_per_second"])
         del runner
-    ppl = perplexities(cfg, sets[0][1]) if cfg.eval.perplexity else {}
+    ppl = perplexities(cfg, sets[0][1][: cfg.eval.eval_limit]) if cfg.eval.perplexity else {}
     notes = quant_notes(results, ppl)
     out = write_report(Path(cfg.eval.eval_dir), results, predictions,
                        extra={"perplexity": ppl, "sampling": cfg.eval.eval_sampling}, notes=notes)
