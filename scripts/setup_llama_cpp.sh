@@ -9,7 +9,9 @@ set -euo pipefail
 DEST=${1:-./llama.cpp}
 PY=${2:-python3}
 LCP_VERSION=${LLAMA_CPP_PYTHON_VERSION:-0.3.36}
-TARGETS=(llama-quantize llama-completion llama-perplexity)
+# llama-server: the eval decodes several prompts together through its slots
+# (2.1x faster than one llama-completion per prompt, measured on 2 cores)
+TARGETS=(llama-quantize llama-completion llama-perplexity llama-server)
 STAMP="$DEST/.fintune-build"
 WANT="llama-cpp-python==$LCP_VERSION targets=${TARGETS[*]}"
 
@@ -39,7 +41,7 @@ fi
 echo "llama.cpp: building ${TARGETS[*]} (portable, GGML_NATIVE=OFF)"
 cmake -S "$DEST" -B "$DEST/build" -DCMAKE_BUILD_TYPE=Release \
   -DGGML_NATIVE=OFF -DBUILD_SHARED_LIBS=OFF \
-  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
+  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON \
   -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF > "$DEST/build-configure.log"
 cmake --build "$DEST/build" --config Release -j "$(nproc)" --target "${TARGETS[@]}" \
   > "$DEST/build.log" 2>&1 || { tail -30 "$DEST/build.log"; exit 1; }

@@ -38,8 +38,8 @@ def parse(argv) -> argparse.Namespace:
     p.add_argument("--sampling", choices=["greedy", "r1"], default="greedy",
                    help="greedy (reproducible, CI) or DeepSeek's R1 settings (temperature 0.6, top_p 0.95)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--parallel", type=int, default=1,
-                   help="GGUF: llama-server slots decoding together (needs llama-server built); 1 = llama-completion")
+    p.add_argument("--parallel", type=int, default=4,
+                   help="GGUF: llama-server slots decoding together; 1 = one llama-completion per prompt")
     p.add_argument("--llama_cpp_path", default="llama.cpp")
     args = p.parse_args(argv)
     if args.adapter and not args.model:
