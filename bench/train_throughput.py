@@ -16,7 +16,9 @@ one process:
   packing).
 
 It prints trained (non-padding) tokens per second and peak RSS growth for
-each, and last `ratio: fintune tokens/s / TRL-defaults tokens/s`.
+each, and last `ratio: fintune tokens/s / TRL-defaults tokens/s`. The second
+run's RSS growth is understated: memory the first run freed stays mapped to
+the process, so only the first figure is a clean one.
 """
 from __future__ import annotations
 
