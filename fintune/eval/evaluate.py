@@ -2,10 +2,10 @@
 stage and ``python -m fintune.eval``)."""
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
+from fintune.data.jsonl import DataError, read_jsonl_numbered
 from fintune.eval.report import score_set
 from fintune.eval.runner import build_prompt
 
@@ -23,16 +23,8 @@ def load_eval_file(path: str | Path, limit: int | None = None) -> list[dict]:
     if not path.is_file():
         raise EvalFileError(f"eval file not found: {path}")
     items = []
-    with open(path, encoding="utf-8-sig") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise EvalFileError(f"{path}:{n}: invalid JSON ({e.msg})") from None
-            if not isinstance(item, dict):
-                raise EvalFileError(f"{path}:{n}: expected an object, got {type(item).__name__}")
+    try:
+        for n, item in read_jsonl_numbered(path):
             missing = [k for k in REQUIRED if k not in item]
             if missing:
                 raise EvalFileError(f"{path}:{n}: missing field(s) {', '.join(missing)}")
@@ -43,6 +35,8 @@ def load_eval_file(path: str | Path, limit: int | None = None) -> list[dict]:
             items.append(item)
             if limit and len(items) >= limit:
                 break
+    except DataError as e:
+        raise EvalFileError(str(e)) from None
     if not items:
         raise EvalFileError(f"{path}: no items")
     return items
