@@ -53,3 +53,39 @@ def test_wilson_interval():
     assert lo == 0 and 0.05 < hi < 0.07
     lo, hi = wilson(30, 60)
     assert lo < 0.5 < hi and hi - lo == pytest.approx(0.245, abs=0.01)
+
+
+def _item(i, family, split="unseen_template", solution=None):
+    meta = {"family": family, "split": split}
+    if solution:
+        meta["solution"] = solution
+    return {"id": f"{family}-{i}", "question": "q", "answer_numeric": 2.0, "meta": meta}
+
+
+def test_stratified_limit_takes_every_family_before_a_second_item_of_any():
+    from fintune.eval.report import stratified
+
+    items = [_item(i, fam, split) for fam in ("a", "b", "c") for i, split in
+             enumerate(["unseen_template", "random", "unseen_template"])]
+    picked = stratified(items, 4)
+    assert [it["id"] for it in picked] == ["a-0", "b-0", "c-0", "a-1"]
+    assert stratified(items, 100) == stratified(items, len(items)) and len(stratified(items, 100)) == 9
+
+
+def test_per_family_report_tells_formula_from_arithmetic():
+    from fintune.eval.report import markdown, score_set
+
+    sol = "Formula: x = a + b\nSubstitute: a = 1, b = 1\nx = 1 + 1 = 2\nFinal answer: 2"
+    items = [_item(0, "add", solution=sol), _item(1, "add", "random", solution=sol), _item(2, "mul")]
+    outputs = [sol,                                                      # all right
+               "Formula: x = a + b\nSubstitute: a = 1, b = 2\nFinal answer: 3",  # formula only
+               "Final answer: 7"]                                        # no worked solution to compare
+    res, _ = score_set("m", "heldout", items, outputs, 1.0)
+    assert res["per_category"]["add"] == {"n": 2, "correct": 1, "accuracy": 0.5, "formula_right": 2,
+                                          "substitution_right": 1}
+    assert res["per_category"]["mul"]["correct"] == 0
+    assert res["formula_rate"] == 1.0 and res["substitution_rate"] == 0.5
+    assert res["per_split"]["random"] == {"n": 1, "accuracy": 0.0}
+    md = markdown([res])
+    assert "| add | 1/2 (f 2, s 1) |" in md and "| mul | 0/1 (f 0, s 0) |" in md
+    assert "| [random] | 0/1 |" in md and "| [unseen_template] | 1/2 |" in md

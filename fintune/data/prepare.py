@@ -135,7 +135,7 @@ def run(cfg: PipelineConfig) -> Path:
     n_heldout = max(1, int(d.num_generated * d.heldout_fraction))
     train_problems = quant.generate_set(d.num_generated, seed=d.data_seed) if "quant" in d.generators else []
     # Held-out: half unseen phrasings, half fresh draws of the training phrasings,
-    # interleaved so that any --eval_limit prefix covers both halves and every family.
+    # interleaved per family; the eval stage takes --eval_limit items round-robin over families.
     unseen = quant.generate_unseen(n_heldout - n_heldout // 2, d.data_seed + 1)
     fresh = quant.generate_set(n_heldout // 2, d.data_seed + 2)
     heldout = [pair for i in range(len(unseen)) for pair in

@@ -31,7 +31,7 @@ def parse(argv) -> argparse.Namespace:
     ctx.add_argument("--no_context", dest="with_context", action="store_false")
     p.add_argument("--both_context_modes", action="store_true",
                    help="run each file with and without its context")
-    p.add_argument("--limit", type=int, help="first N items of each file")
+    p.add_argument("--limit", type=int, help="N items of each file, round-robin over its families")
     p.add_argument("--output", required=True, help="report directory")
     p.add_argument("--max_new_tokens", type=int, default=320)
     p.add_argument("--batch_size", type=int, default=16, help="HF runner batch size")

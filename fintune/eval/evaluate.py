@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from fintune.data.jsonl import DataError, read_jsonl_numbered
-from fintune.eval.report import score_set
+from fintune.eval.report import score_set, stratified
 from fintune.eval.runner import build_prompt
 
 REQUIRED = ("id", "question", "answer_numeric")
@@ -18,7 +18,8 @@ class EvalFileError(ValueError):
 
 def load_eval_file(path: str | Path, limit: int | None = None) -> list[dict]:
     """Items in the schema of ../shared/eval/README.md (id, question, context,
-    answer, answer_numeric, meta)."""
+    answer, answer_numeric, meta); with `limit`, that many taken round-robin over
+    the items' categories (meta family / origin / formula), so every one is measured."""
     path = Path(path)
     if not path.is_file():
         raise EvalFileError(f"eval file not found: {path}")
@@ -33,13 +34,11 @@ def load_eval_file(path: str | Path, limit: int | None = None) -> list[dict]:
             if item["answer_numeric"] is not None and not isinstance(item["answer_numeric"], (int, float)):
                 raise EvalFileError(f"{path}:{n}: field answer_numeric must be a number or null")
             items.append(item)
-            if limit and len(items) >= limit:
-                break
     except DataError as e:
         raise EvalFileError(str(e)) from None
     if not items:
         raise EvalFileError(f"{path}: no items")
-    return items
+    return stratified(items, limit) if limit else items
 
 
 def set_name(path: str | Path, with_context: bool, has_context: bool) -> str:

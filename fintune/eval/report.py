@@ -14,9 +14,37 @@ def category_of(item: dict) -> str:
     return str(meta.get("family") or meta.get("origin") or meta.get("formula") or "all")
 
 
+def stratified(items: list[dict], limit: int) -> list[dict]:
+    """At most `limit` items taken round-robin over categories (families), in file order
+    within each, so a small limit still reports every family."""
+    by_cat: dict[str, list[dict]] = defaultdict(list)
+    for it in items:
+        by_cat[category_of(it)].append(it)
+    out: list[dict] = []
+    for rnd in range(max((len(v) for v in by_cat.values()), default=0)):
+        out += [v[rnd] for v in by_cat.values() if rnd < len(v)]
+    return out[:limit]
+
+
+def _line(text: str, prefix: str) -> str | None:
+    hit = next((ln for ln in text.splitlines() if ln.strip().startswith(prefix)), None)
+    return " ".join(hit.split()) if hit is not None else None
+
+
+def step_matches(item: dict, text: str) -> tuple[bool, bool] | None:
+    """(formula line right, substitution line right) against the worked solution,
+    or None when the item has none: tells a wrong formula from wrong arithmetic."""
+    solution = (item.get("meta") or {}).get("solution")
+    if not solution:
+        return None
+    return tuple(_line(solution, p) is not None and _line(text, p) == _line(solution, p)
+                 for p in ("Formula:", "Substitute:"))
+
+
 def score_set(model: str, eval_set: str, items: list[dict], outputs: list[str], seconds: float) -> tuple[dict, list]:
     rows, skipped = [], 0
-    per_cat: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    per_cat: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    steps = [0, 0, 0]  # items with a worked solution, formula right, substitution right
     per_split: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     k = k_strict = k_fmt = k_scaled = k_fallback = 0
     for item, text in zip(items, outputs):
@@ -34,6 +62,13 @@ def score_set(model: str, eval_set: str, items: list[dict], outputs: list[str], 
         cat = per_cat[category_of(item)]
         cat[0] += sc.correct
         cat[1] += 1
+        matched = step_matches(item, text)
+        if matched is not None:
+            steps[0] += 1
+            steps[1] += matched[0]
+            steps[2] += matched[1]
+            cat[2] += matched[0]
+            cat[3] += matched[1]
         split = per_split[str((item.get("meta") or {}).get("split", "all"))]
         split[0] += sc.correct
         split[1] += 1
@@ -47,7 +82,10 @@ def score_set(model: str, eval_set: str, items: list[dict], outputs: list[str], 
         "accuracy_strict": k_strict / n if n else 0.0, "format_rate": k_fmt / n if n else 0.0,
         "correct_via_scale": k_scaled, "correct_via_last_number": k_fallback,
         "seconds": round(seconds, 1),
-        "per_category": {c: {"n": v[1], "accuracy": v[0] / v[1]} for c, v in sorted(per_cat.items())},
+        "formula_rate": steps[1] / steps[0] if steps[0] else None,
+        "substitution_rate": steps[2] / steps[0] if steps[0] else None,
+        "per_category": {c: {"n": v[1], "correct": v[0], "accuracy": v[0] / v[1], "formula_right": v[2],
+                             "substitution_right": v[3]} for c, v in sorted(per_cat.items())},
         "per_split": {c: {"n": v[1], "accuracy": v[0] / v[1]} for c, v in sorted(per_split.items())},
     }
     return result, rows
@@ -64,16 +102,46 @@ def write_report(out_dir: Path, results: list[dict], predictions: list[dict], ex
     return write_json_atomic(out_dir / "report.json", {"results": results, **(extra or {})})
 
 
+def _rate(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1%}"
+
+
 def markdown(results: list[dict]) -> str:
-    lines = ["| model | eval set | n | accuracy | 95% CI | strict (0.2%) | format | tokens/s |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | eval set | n | accuracy | 95% CI | strict (0.2%) | format | formula | substitution | tokens/s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         lo, hi = r["ci95"]
         tps = r.get("tokens_per_second")
         lines.append(f"| {r['model']} | {r['eval_set']} | {r['n']} | {r['accuracy']:.1%} | "
                      f"[{lo:.1%}, {hi:.1%}] | {r['accuracy_strict']:.1%} | {r['format_rate']:.1%} | "
+                     f"{_rate(r.get('formula_rate'))} | {_rate(r.get('substitution_rate'))} | "
                      f"{tps if tps is not None else '-'} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + "".join(per_category_table(results, s) for s in
+                                               dict.fromkeys(r["eval_set"] for r in results))
+
+
+def per_category_table(results: list[dict], eval_set: str) -> str:
+    """Correct / n per family (per split too), one column per model: a gain made by
+    dropping a family would show as a row that stays at zero."""
+    rows = [r for r in results if r["eval_set"] == eval_set]
+    cats = sorted({c for r in rows for c in r["per_category"]})
+    if len(cats) < 2:
+        return ""
+    out = [f"\nPer family on {eval_set} (correct / n; formula and substitution lines right):\n",
+           "| family | " + " | ".join(r["model"] for r in rows) + " |",
+           "|---|" + "---|" * len(rows)]
+    for c in cats + ["[" + s + "]" for s in sorted({s for r in rows for s in r.get("per_split", {})})]:
+        cells = []
+        for r in rows:
+            v = r["per_split"].get(c[1:-1]) if c.startswith("[") else r["per_category"].get(c)
+            if v is None:
+                cells.append("-")
+            elif "correct" in v:
+                cells.append(f"{v['correct']}/{v['n']} (f {v['formula_right']}, s {v['substitution_right']})")
+            else:
+                cells.append(f"{round(v['accuracy'] * v['n'])}/{v['n']}")
+        out.append(f"| {c} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
 
 
 def write_chart(path: Path, results: list[dict]) -> Path:

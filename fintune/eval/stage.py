@@ -15,7 +15,7 @@ from pathlib import Path
 
 from fintune.config import PipelineConfig
 from fintune.eval.evaluate import evaluate, load_eval_file, set_name
-from fintune.eval.report import markdown, write_report
+from fintune.eval.report import markdown, stratified, write_report
 from fintune.eval.runner import GREEDY, R1_SAMPLING, GGUFRunner, HFRunner
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def eval_sets(cfg: PipelineConfig) -> list[tuple[str, list[dict], list[bool]]]:
     from fintune.data.jsonl import read_jsonl
 
     heldout = Path(cfg.data.data_dir) / "heldout.jsonl"
-    sets = [(heldout.stem, list(read_jsonl(heldout))[: cfg.eval.eval_limit], [True])]
+    sets = [(heldout.stem, stratified(list(read_jsonl(heldout)), cfg.eval.eval_limit), [True])]
     for f in cfg.eval.eval_files:
         if not Path(f).is_file():
             log.warning("eval: external set %s not found; left out", f)
