@@ -2,6 +2,7 @@
 import math
 import random
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -154,3 +155,21 @@ def test_at_least_twenty_five_families():
             "modified_duration", "black_scholes_call", "black_scholes_put", "put_call_parity", "position_size",
             "expected_value_trade", "breakeven_win_rate", "compound_return_series"}
     assert need <= set(quant.FAMILIES.names()) and len(quant.FAMILIES.names()) >= 25
+
+
+def test_default_profile_eval_limit_covers_every_family_in_both_splits(tmp_path):
+    """The CPU profile evaluates 58 of the held-out items: one unseen phrasing and
+    one fresh draw of every family, so each family's accuracy is reported."""
+    from fintune import data
+    from fintune.config import build_config, load_yaml
+    from fintune.eval.stage import eval_sets
+
+    (tmp_path / "none").mkdir()
+    profile = load_yaml(Path(__file__).resolve().parent.parent / "configs" / "cpu-smollm2.yaml")
+    cfg = build_config(profile, {"dataset_folder": str(tmp_path / "none"), "data_dir": str(tmp_path / "out"),
+                                 "contamination_files": "", "token_check": False})
+    data.run(cfg)
+    items = eval_sets(cfg)[0][1]
+    assert len(items) == cfg.eval.eval_limit == 58
+    seen = {(it["meta"]["family"], it["meta"]["split"]) for it in items}
+    assert seen == {(f, s) for f in quant.FAMILIES.names() for s in ("unseen_template", "random")}
