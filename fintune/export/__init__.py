@@ -144,5 +144,5 @@ def _read_text(p: Path) -> str | None:
 
 
 def print_usage(e, primary: Path, mf: Path) -> None:
-    log.info("export: to use the model:\n  cd %s && ollama create %s -f %s\n  %s/build/bin/llama-cli -m %s -cnv",
+    log.info("export: to use the model:\n  cd %s && ollama create %s -f %s\n  %s/build/bin/llama-completion -m %s -cnv",
              mf.parent, e.ollama_model_name, mf.name, e.llama_cpp_path, primary)
