@@ -97,3 +97,25 @@ def test_unsloth_is_refused_without_cuda():
     with pytest.raises(RuntimeError, match="CUDA"):
         choose_backend("unsloth")
     assert choose_backend("auto").backend == "peft"
+
+
+def test_avx2_cpu_trains_in_fp32_without_timing_bf16(monkeypatch):
+    """On an x86 CPU without AVX512 there are no bf16 instructions; a timing
+    taken while another process ran once chose bf16 there (100 s a step)."""
+    import platform
+
+    import torch
+
+    from fintune.config import build_config
+    from fintune.train import backends
+    from fintune.train.trainer import pick_precision
+
+    cfg = build_config(overrides={"precision": "auto"})
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    monkeypatch.setattr(torch, "randn", lambda *a: (_ for _ in ()).throw(AssertionError("bf16 was timed")))
+    assert backends.bf16_matmul_speedup() == 0.0
+    assert pick_precision(cfg, on_cuda=False) == "fp32"
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.setattr(backends, "bf16_matmul_speedup", lambda: 3.0)
+    assert pick_precision(cfg, on_cuda=False) == "bf16"

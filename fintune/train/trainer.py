@@ -61,13 +61,16 @@ def build_dataset(rows: list[dict], tokenizer, family, max_len: int) -> tuple[li
 def pick_precision(cfg: PipelineConfig, on_cuda: bool) -> str:
     if cfg.train.precision != "auto":
         return cfg.train.precision
-    if on_cuda:
-        import torch
+    import torch
 
+    if on_cuda:
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     speedup = backends.bf16_matmul_speedup()
     choice = "bf16" if speedup > 1.2 else "fp32"
-    log.info("train: CPU bf16/fp32 matmul speed ratio %.2f -> %s", speedup, choice)
+    if speedup == 0.0:
+        log.info("train: CPU without bf16 instructions (%s) -> fp32", torch.backends.cpu.get_cpu_capability())
+    else:
+        log.info("train: CPU bf16/fp32 matmul speed ratio %.2f -> %s", speedup, choice)
     return choice
 
 
