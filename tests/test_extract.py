@@ -85,7 +85,7 @@ def test_per_family_report_tells_formula_from_arithmetic():
                                           "substitution_right": 1}
     assert res["per_category"]["mul"]["correct"] == 0
     assert res["formula_rate"] == 1.0 and res["substitution_rate"] == 0.5
-    assert res["per_split"]["random"] == {"n": 1, "accuracy": 0.0}
+    assert res["per_split"]["random"] == {"n": 1, "correct": 0, "accuracy": 0.0}
     md = markdown([res])
     assert "| add | 1/2 (f 2, s 1) |" in md and "| mul | 0/1 (f 0, s 0) |" in md
     assert "| [random] | 0/1 |" in md and "| [unseen_template] | 1/2 |" in md

@@ -86,7 +86,7 @@ def score_set(model: str, eval_set: str, items: list[dict], outputs: list[str], 
         "substitution_rate": steps[2] / steps[0] if steps[0] else None,
         "per_category": {c: {"n": v[1], "correct": v[0], "accuracy": v[0] / v[1], "formula_right": v[2],
                              "substitution_right": v[3]} for c, v in sorted(per_cat.items())},
-        "per_split": {c: {"n": v[1], "accuracy": v[0] / v[1]} for c, v in sorted(per_split.items())},
+        "per_split": {c: {"n": v[1], "correct": v[0], "accuracy": v[0] / v[1]} for c, v in sorted(per_split.items())},
     }
     return result, rows
 
@@ -136,10 +136,10 @@ def per_category_table(results: list[dict], eval_set: str) -> str:
             v = r["per_split"].get(c[1:-1]) if c.startswith("[") else r["per_category"].get(c)
             if v is None:
                 cells.append("-")
-            elif "correct" in v:
+            elif "formula_right" in v:
                 cells.append(f"{v['correct']}/{v['n']} (f {v['formula_right']}, s {v['substitution_right']})")
             else:
-                cells.append(f"{round(v['accuracy'] * v['n'])}/{v['n']}")
+                cells.append(f"{v['correct']}/{v['n']}")
         out.append(f"| {c} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 
