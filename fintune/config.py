@@ -56,6 +56,9 @@ class DataConfig:
     dpo_to_sft: bool = True
     # a JSONL line longer than this is rejected, not parsed
     max_line_bytes: int = 1_000_000
+    # a user file that yields no row (empty, blank lines only, every row
+    # rejected, unreadable) fails the stage instead of being listed in the summary
+    strict_inputs: bool = False
     # tokenize every row with the base model's tokenizer: length, BOS, special tokens, loss mask
     token_check: bool = True
     # instruction corpora via datasets.load_dataset: hub ids or local files

@@ -86,7 +86,7 @@ def test_empty_file_is_reported(tmp_path):
 
 def test_csv_with_missing_columns_lists_the_formats(tmp_path):
     out, rejects, _ = _run(tmp_path, {"q.csv": "instruction,answer\nCompute CAGR,14%\n"})
-    assert rejects[0]["where"].endswith("q.csv:row 2") and rejects[0]["field"] == "format"
+    assert rejects[0]["where"].endswith("q.csv:2") and rejects[0]["field"] == "format"
     assert "alpaca (keys instruction, output)" in rejects[0]["reason"]
 
 
@@ -138,7 +138,7 @@ def test_one_file_of_each_format_and_type(tmp_path):
     assert dpo[1]["prompt"] == [{"role": "user", "content": "Beta of cash?"}]
     assert dpo[0]["chosen"] == [{"role": "assistant", "content": "Size it by risk: ..."}]
     assert next(r for r in user if r["format"] == "text")["text"].startswith("A bond's price")
-    assert next(r for r in user if r["id"] == "alpaca-r2")["messages"][0]["content"] == "Compute CAGR.\n\n100 -> 150, 3 years"
+    assert next(r for r in user if r["id"] == "alpaca-2")["messages"][0]["content"] == "Compute CAGR.\n\n100 -> 150, 3 years"
 
 
 def test_preference_pairs_can_stay_out_of_sft(tmp_path):

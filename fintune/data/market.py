@@ -24,8 +24,8 @@ def load_csv(path: str | Path):
     path = Path(path)
     try:
         df = pd.read_csv(path)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read OHLCV CSV ({e})") from None
+    except Exception as e:  # pandas' parser raises many types (ParserError, ValueError, OSError, ...)
+        raise DataError(f"{path}: cannot read OHLCV CSV ({type(e).__name__}: {str(e).strip()[:200]})") from None
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)}; an OHLCV CSV needs {', '.join(COLUMNS)}")

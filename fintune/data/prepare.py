@@ -19,7 +19,7 @@ from fintune.data import market, quant
 from fintune.data.hub import load_source
 from fintune.data.formats import FORMATS, RowError, describe_formats, detect
 from fintune.data.jsonl import DataError, read_jsonl, write_jsonl
-from fintune.data.sources import EXTENSIONS, read_rows, user_files
+from fintune.data.sources import EXTENSIONS, NO_ROWS, read_rows, user_files
 from fintune.data.tokens import check_rows
 from fintune.manifest import atomic_path, write_json_atomic
 from fintune.prompts import user_prompt
@@ -60,49 +60,71 @@ def problem_to_eval(p: quant.Problem, idx: int, split: str) -> dict:
                      "solution": p.solution()}}
 
 
-def read_user_files(cfg_data, rejects: list[dict], counts: Counter) -> tuple[list[dict], list[dict]]:
-    """(SFT rows, DPO rows) from every supported file in the dataset folder."""
+def read_user_files(cfg_data, rejects: list[dict], counts: Counter) -> tuple[list[dict], list[dict], list[dict]]:
+    """(SFT rows, DPO rows, files that gave no row) from every file in the dataset folder."""
     folder = Path(cfg_data.dataset_folder)
     overrides = dict(item.split("=", 1) for item in cfg_data.dataset_formats)
     files, ignored = user_files(folder)
+    empty_files = []
     for p in ignored:
-        _reject(rejects, counts, str(p), "file", f"unsupported file type {p.suffix or '(none)'}; "
-                f"supported: {', '.join(EXTENSIONS)}")
+        reason = f"unsupported file type {p.suffix or '(none)'}; supported: {', '.join(EXTENSIONS)}"
+        _reject(rejects, counts, str(p), "file", reason)
+        empty_files.append({"file": str(p), "reason": reason})
     unknown = set(overrides) - {p.name for p in files}
     if unknown:
         raise DataError(f"data.dataset_formats names {sorted(unknown)}, not found in {folder}")
     sft, dpo = [], []
     for path in files:
+        first_reject = len(rejects)
+        counts[f"kept:{path.name}"] += 0  # listed in the summary even when it gives nothing
         fmt = FORMATS.get(overrides[path.name]) if path.name in overrides else None
-        for raw in read_rows(path, cfg_data.max_line_bytes):
-            if raw.row is None:
-                _reject(rejects, counts, raw.where, raw.field, raw.reason, path.name)
-                continue
-            fmt = fmt or detect(raw.row)
-            if fmt is None:
-                _reject(rejects, counts, raw.where, "format", f"cannot detect the format from keys "
-                        f"{sorted(raw.row)}; known formats: {describe_formats()}", path.name)
-                continue
-            try:
-                missing = [k for k in fmt.keys if k not in raw.row]
-                if missing:
-                    raise RowError(missing[0], f"missing: {path.name} holds {fmt.name} rows (keys "
-                                   f"{', '.join(fmt.keys)}); this row has keys {sorted(raw.row)}")
-                conv = fmt.convert(raw.row)
-            except RowError as e:
-                _reject(rejects, counts, raw.where, e.field, e.reason, path.name)
-                continue
-            rid = f"{path.stem}-{raw.where.rsplit(':', 1)[1].replace('row ', 'r')}"
-            base = {"id": rid, "source": f"file:{path.name}", "format": fmt.name}
-            if conv.dpo:
-                dpo.append({**base, **conv.dpo})
-            if conv.text is not None:
-                sft.append({**base, "text": conv.text})
-            elif conv.messages and (not conv.dpo or cfg_data.dpo_to_sft):
-                sft.append({**base, "messages": conv.messages})
-            counts[f"kept:{path.name}"] += 1
-            counts[f"format:{fmt.name}"] += 1
-    return sft, dpo
+        read_file(path, fmt, cfg_data, sft, dpo, rejects, counts)
+        if not counts[f"kept:{path.name}"]:
+            empty_files.append({"file": str(path), "reason": _why_no_rows(path, rejects[first_reject:])})
+    for f in empty_files:
+        log.warning("data: %s contributed 0 rows (%s)", f["file"], f["reason"])
+    return sft, dpo, empty_files
+
+
+def read_file(path: Path, fmt, cfg_data, sft: list, dpo: list, rejects: list, counts: Counter) -> None:
+    """Rows of one file, converted by its format (named, or detected from the first row)."""
+    for raw in read_rows(path, cfg_data.max_line_bytes):
+        if raw.row is None:
+            _reject(rejects, counts, raw.where, raw.field, raw.reason, path.name)
+            continue
+        fmt = fmt or detect(raw.row)
+        if fmt is None:
+            _reject(rejects, counts, raw.where, "format", f"cannot detect the format from keys "
+                    f"{sorted(raw.row)}; known formats: {describe_formats()}", path.name)
+            continue
+        try:
+            missing = [k for k in fmt.keys if k not in raw.row]
+            if missing:
+                raise RowError(missing[0], f"missing: {path.name} holds {fmt.name} rows (keys "
+                               f"{', '.join(fmt.keys)}); this row has keys {sorted(raw.row)}")
+            conv = fmt.convert(raw.row)
+        except RowError as e:
+            _reject(rejects, counts, raw.where, e.field, e.reason, path.name)
+            continue
+        rid = f"{path.stem}-{raw.where.rsplit(':', 1)[1].replace('row ', 'r')}"
+        base = {"id": rid, "source": f"file:{path.name}", "format": fmt.name}
+        if conv.dpo:
+            dpo.append({**base, **conv.dpo})
+        if conv.text is not None:
+            sft.append({**base, "text": conv.text})
+        elif conv.messages and (not conv.dpo or cfg_data.dpo_to_sft):
+            sft.append({**base, "messages": conv.messages})
+        counts[f"kept:{path.name}"] += 1
+        counts[f"format:{fmt.name}"] += 1
+
+
+def _why_no_rows(path: Path, file_rejects: list[dict]) -> str:
+    whole = next((r for r in file_rejects if r["where"] == str(path)), None)
+    if whole:
+        return whole["reason"]
+    if file_rejects:
+        return f"every row rejected ({len(file_rejects)}; see rejects.jsonl)"
+    return NO_ROWS[path.suffix.lower()]
 
 
 def _reject(rejects, counts, where, field, reason, source=None):
@@ -151,8 +173,12 @@ def run(cfg: PipelineConfig) -> Path:
         hub_rows = load_source(spec, d.hub_limit, d.hub_optional)
         counts[f"kept:hub:{spec}"] = len(hub_rows)
         rows += hub_rows
-    user_rows, dpo_rows = read_user_files(d, rejects, counts)
+    user_rows, dpo_rows, empty_files = read_user_files(d, rejects, counts)
     rows += user_rows
+    if empty_files and d.strict_inputs:
+        _write_rejects(out, rejects)
+        raise DataError("--strict_inputs: " + "; ".join(f"{f['file']} gave no rows ({f['reason']})"
+                                                       for f in empty_files))
 
     # Exact duplicates (normalized full conversation) are dropped, and counted.
     seen, unique = set(), []
@@ -192,6 +218,7 @@ def run(cfg: PipelineConfig) -> Path:
 
     heldout_rows = [problem_to_eval(p, i, split) for i, (split, p) in enumerate(heldout)]
     stats = {"train": len(rows), "heldout": len(heldout_rows), "dpo_pairs": len(dpo_rows), "counts": dict(counts),
+             "files_without_rows": empty_files,
              "families": dict(Counter(p.family for p in train_problems)),
              "external_eval_items_guarded": len(external), "tokens": token_stats}
     with atomic_path(out) as tmp:
@@ -235,4 +262,5 @@ def stats_table(stats: dict) -> str:
               f"token lengths: p50 {t.get('p50')}, p90 {t.get('p90')}, p99 {t.get('p99')}, max {t.get('max')}"
               if t.get("checked") else "token lengths: not checked (tokenizer unavailable or token_check off)",
               f"train rows {stats['train']}, held-out items {stats['heldout']}, DPO pairs {stats['dpo_pairs']}"]
+    lines += [f"contributed 0 rows: {Path(f['file']).name} ({f['reason']})" for f in stats.get("files_without_rows", [])]
     return "\n".join(lines)

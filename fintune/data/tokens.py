@@ -57,7 +57,10 @@ def check_rows(rows: list[dict], base_model: str, max_len: int, rejects: list, c
     family = detect(tokenizer.chat_template)
     kept, lengths = [], []
     for r in rows:
-        reason, n = problem(tokenizer, family, r, max_len)
+        try:
+            reason, n = problem(tokenizer, family, r, max_len)
+        except Exception as e:  # the tokenizer or the template's Jinja code failing on this row's text
+            reason, n = f"cannot tokenize ({type(e).__name__}: {str(e)[:160]})", 0
         if reason:
             rejects.append({"where": r["id"], "field": "tokens", "reason": reason})
             key = "too_long" if "max_seq_length" in reason else "template"
