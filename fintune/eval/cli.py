@@ -18,8 +18,11 @@ log = logging.getLogger("fintune")
 def parse(argv) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m fintune.eval", description=__doc__.split("\n\n")[0],
                                 allow_abbrev=False)
-    p.add_argument("--eval_file", action="append", required=True, help="JSONL eval set; repeatable")
-    which = p.add_mutually_exclusive_group(required=True)
+    p.add_argument("--eval_file", action="append", help="JSONL eval set; repeatable")
+    p.add_argument("--rescore", metavar="DIR",
+                   help="recompute DIR's report from its predictions.jsonl with the current scoring rules "
+                        "(nothing is generated; --eval_file only for reports that do not record their files)")
+    which = p.add_mutually_exclusive_group()
     which.add_argument("--model", help="Hugging Face checkpoint directory or hub name")
     which.add_argument("--gguf", help="GGUF file, run through llama.cpp")
     p.add_argument("--adapter", help="LoRA adapter directory (with --model)")
@@ -32,7 +35,7 @@ def parse(argv) -> argparse.Namespace:
     p.add_argument("--both_context_modes", action="store_true",
                    help="run each file with and without its context")
     p.add_argument("--limit", type=int, help="N items of each file, round-robin over its families")
-    p.add_argument("--output", required=True, help="report directory")
+    p.add_argument("--output", help="report directory (with --rescore: default DIR itself)")
     p.add_argument("--max_new_tokens", type=int, default=320)
     p.add_argument("--batch_size", type=int, default=16, help="HF runner batch size")
     p.add_argument("--sampling", choices=["greedy", "r1"], default="greedy",
@@ -42,6 +45,11 @@ def parse(argv) -> argparse.Namespace:
                    help="GGUF: llama-server slots decoding together; 1 = one llama-completion per prompt")
     p.add_argument("--llama_cpp_path", default="llama.cpp")
     args = p.parse_args(argv)
+    if not args.rescore:
+        for needed, ok in (("--eval_file", args.eval_file), ("--model or --gguf", args.model or args.gguf),
+                           ("--output", args.output)):
+            if not ok:
+                p.error(f"{needed} is required (or --rescore DIR)")
     if args.adapter and not args.model:
         p.error("--adapter needs --model")
     if args.limit is not None and args.limit <= 0:
@@ -69,6 +77,8 @@ def main(argv=None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     args = parse(argv)
+    if args.rescore:
+        return rescore_main(args)
     try:
         sets = [(f, load_eval_file(f, args.limit)) for f in args.eval_file]
         runner = make_runner(args)
@@ -79,7 +89,7 @@ def main(argv=None) -> int:
                 [True if args.with_context is None else args.with_context]
             for with_context in modes:
                 res, rows = evaluate(runner, items, set_name(path, with_context, has_context), with_context,
-                                     args.max_new_tokens, args.batch_size)
+                                     args.max_new_tokens, args.batch_size, eval_file=path)
                 res["sampling"] = args.sampling
                 results.append(res)
                 predictions += rows
@@ -88,5 +98,21 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(markdown(results))
+    log.info("report: %s (+ report.md, predictions.jsonl, report.png)", out)
+    return 0
+
+
+def rescore_main(args) -> int:
+    from fintune.eval.evaluate import EvalFileError
+    from fintune.eval.report import markdown
+    from fintune.eval.rescore import comparison_table, rescore
+
+    try:
+        out, compared = rescore(Path(args.rescore), args.eval_file, Path(args.output) if args.output else None)
+    except (EvalFileError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(markdown([res for *_, res in compared]))
+    print("Before (the rules the report was written with) and now:\n" + comparison_table(compared))
     log.info("report: %s (+ report.md, predictions.jsonl, report.png)", out)
     return 0

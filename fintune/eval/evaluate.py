@@ -49,11 +49,13 @@ def set_name(path: str | Path, with_context: bool, has_context: bool) -> str:
 
 
 def evaluate(runner, items: list[dict], eval_set: str, with_context: bool, max_new_tokens: int,
-             batch_size: int) -> tuple[dict, list[dict]]:
+             batch_size: int, eval_file: str | Path | None = None) -> tuple[dict, list[dict]]:
     prompts = [build_prompt(runner.tokenizer, it, with_context) for it in items]
     tokens0, seconds0, start = runner.tokens, runner.seconds, time.time()
     outputs = runner.generate(prompts, max_new_tokens, batch_size)
-    result, rows = score_set(runner.name, eval_set, items, outputs, time.time() - start)
+    result, rows = score_set(runner.name, eval_set, items, outputs, time.time() - start, with_context, prompts)
+    # --rescore finds the items (gold, wording, family) here
+    result["eval_file"] = str(eval_file) if eval_file else None
     gen_tokens, gen_seconds = runner.tokens - tokens0, runner.seconds - seconds0
     result["tokens_per_second"] = round(gen_tokens / gen_seconds, 1) if gen_seconds else None
     by_id = {it["id"]: p for it, p in zip(items, prompts)}

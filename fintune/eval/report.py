@@ -1,11 +1,11 @@
 """Score predictions and write report.json / report.md / predictions.jsonl."""
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from fintune.data.jsonl import write_jsonl
-from fintune.eval.extract import extract, score, wilson
+from fintune.eval.extract import Extraction, Score, expectation, extract, score, wilson
 from fintune.manifest import write_json_atomic
 
 
@@ -41,52 +41,73 @@ def step_matches(item: dict, text: str) -> tuple[bool, bool] | None:
                  for p in ("Formula:", "Substitute:"))
 
 
-def score_set(model: str, eval_set: str, items: list[dict], outputs: list[str], seconds: float) -> tuple[dict, list]:
+SCORING = ("accuracy: explicit answer (Final answer / \\boxed / JSON) within 1% (|gold| < 0.01: within 1e-4 "
+           "or half the precision the question names); percent or basis-point rescaling only where the reply or "
+           "the question marks it. lenient: also the last number of replies without an explicit answer. "
+           "strict: explicit answer within 0.2%, no rescaling.")
+
+
+def asked(item: dict, with_context: bool) -> str:
+    """The text whose wording sets the answer's precision and unit: the question,
+    plus its context when the model was shown it."""
+    ctx = item.get("context") if with_context else None
+    return f"{item['question']}\n{ctx}" if ctx else item["question"]
+
+
+def score_item(item: dict, text: str, with_context: bool, prompt: str = "") -> tuple[Extraction, Score]:
+    # a prompt that opens <think> (DeepSeek-R1) leaves a cut reply with no answer part
+    ex = extract(text, open_think=prompt.endswith("<think>\n"))
+    return ex, score(ex, float(item["answer_numeric"]), expectation(asked(item, with_context)))
+
+
+def score_set(model: str, eval_set: str, items: list[dict], outputs: list[str], seconds: float,
+              with_context: bool = True, prompts: list[str] | None = None) -> tuple[dict, list]:
     rows, skipped = [], 0
-    per_cat: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
-    steps = [0, 0, 0]  # items with a worked solution, formula right, substitution right
-    per_split: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    k = k_strict = k_fmt = k_scaled = k_fallback = 0
-    for item, text in zip(items, outputs):
-        gold = item.get("answer_numeric")
-        if gold is None:
+    total: Counter = Counter()
+    per_cat: dict[str, Counter] = defaultdict(Counter)
+    per_split: dict[str, Counter] = defaultdict(Counter)
+    for i, (item, text) in enumerate(zip(items, outputs)):
+        if item.get("answer_numeric") is None:
             skipped += 1
             continue
-        ex = extract(text)
-        sc = score(ex.value, float(gold))
-        k += sc.correct
-        k_strict += sc.correct_strict
-        k_scaled += sc.correct and sc.scaled
-        k_fmt += ex.method == "final_answer"
-        k_fallback += sc.correct and ex.method == "last_number"
-        cat = per_cat[category_of(item)]
-        cat[0] += sc.correct
-        cat[1] += 1
+        prompt = prompts[i] if prompts else ""
+        ex, sc = score_item(item, text, with_context, prompt)
+        marks = {"n": 1, "correct": sc.correct, "lenient": sc.correct_lenient, "strict": sc.correct_strict,
+                 "scaled": sc.scaled, "format": ex.method == "final_answer", "explicit": ex.explicit}
         matched = step_matches(item, text)
         if matched is not None:
-            steps[0] += 1
-            steps[1] += matched[0]
-            steps[2] += matched[1]
-            cat[2] += matched[0]
-            cat[3] += matched[1]
-        split = per_split[str((item.get("meta") or {}).get("split", "all"))]
-        split[0] += sc.correct
-        split[1] += 1
+            marks.update(with_steps=1, formula_right=matched[0], substitution_right=matched[1])
+        marks = {k: int(v) for k, v in marks.items()}  # an empty Counter's update stores bools as given
+        total.update(marks)
+        per_cat[category_of(item)].update(marks)
+        per_split[str((item.get("meta") or {}).get("split", "all"))].update(marks)
         rows.append({"model": model, "eval_set": eval_set, "id": item["id"], "output": text,
-                     "extracted": ex.value, "method": ex.method, "gold": gold, "correct": sc.correct,
+                     "extracted": ex.value, "method": ex.method, "answer_text": ex.raw, "gold": item["answer_numeric"],
+                     "correct": sc.correct, "correct_lenient": sc.correct_lenient,
                      "correct_strict": sc.correct_strict, "scaled": sc.scaled})
-    n = len(rows)
+    n = total["n"]
+
+    def rate(key: str) -> float:
+        return total[key] / n if n else 0.0
+
+    steps = total["with_steps"]
     result = {
         "model": model, "eval_set": eval_set, "n": n, "skipped": skipped,
-        "accuracy": k / n if n else 0.0, "ci95": list(wilson(k, n)),
-        "accuracy_strict": k_strict / n if n else 0.0, "format_rate": k_fmt / n if n else 0.0,
-        "correct_via_scale": k_scaled, "correct_via_last_number": k_fallback,
+        "accuracy": rate("correct"), "ci95": list(wilson(total["correct"], n)),
+        "accuracy_lenient": rate("lenient"), "ci95_lenient": list(wilson(total["lenient"], n)),
+        "accuracy_strict": rate("strict"), "format_rate": rate("format"), "answered_rate": rate("explicit"),
+        "correct_via_scale": total["scaled"], "correct_via_last_number": total["lenient"] - total["correct"],
         "seconds": round(seconds, 1),
-        "formula_rate": steps[1] / steps[0] if steps[0] else None,
-        "substitution_rate": steps[2] / steps[0] if steps[0] else None,
-        "per_category": {c: {"n": v[1], "correct": v[0], "accuracy": v[0] / v[1], "formula_right": v[2],
-                             "substitution_right": v[3]} for c, v in sorted(per_cat.items())},
-        "per_split": {c: {"n": v[1], "correct": v[0], "accuracy": v[0] / v[1]} for c, v in sorted(per_split.items())},
+        "formula_rate": total["formula_right"] / steps if steps else None,
+        "substitution_rate": total["substitution_right"] / steps if steps else None,
+        "per_category": {c: {"n": v["n"], "correct": v["correct"], "accuracy": v["correct"] / v["n"],
+                             "formula_right": v["formula_right"], "substitution_right": v["substitution_right"]}
+                         for c, v in sorted(per_cat.items())},
+        "per_split": {c: {"n": v["n"], "correct": v["correct"], "accuracy": v["correct"] / v["n"],
+                          "formula_right": v["formula_right"], "substitution_right": v["substitution_right"],
+                          "format": v["format"]}
+                      for c, v in sorted(per_split.items())},
+        "scoring": SCORING,
     }
     return result, rows
 
@@ -107,17 +128,20 @@ def _rate(x: float | None) -> str:
 
 
 def markdown(results: list[dict]) -> str:
-    lines = ["| model | eval set | n | accuracy | 95% CI | strict (0.2%) | format | formula | substitution | tokens/s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | eval set | n | accuracy | 95% CI | lenient (+ last number) | strict (0.2%) | format | "
+             "formula | substitution | tokens/s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         lo, hi = r["ci95"]
         tps = r.get("tokens_per_second")
+        lenient = r.get("accuracy_lenient")
         lines.append(f"| {r['model']} | {r['eval_set']} | {r['n']} | {r['accuracy']:.1%} | "
-                     f"[{lo:.1%}, {hi:.1%}] | {r['accuracy_strict']:.1%} | {r['format_rate']:.1%} | "
+                     f"[{lo:.1%}, {hi:.1%}] | {_rate(lenient)} | {r['accuracy_strict']:.1%} | {r['format_rate']:.1%} | "
                      f"{_rate(r.get('formula_rate'))} | {_rate(r.get('substitution_rate'))} | "
                      f"{tps if tps is not None else '-'} |")
-    return "\n".join(lines) + "\n" + "".join(per_category_table(results, s) for s in
-                                               dict.fromkeys(r["eval_set"] for r in results))
+    legend = f"\nScoring: {results[0].get('scoring', SCORING)}\n" if results else ""
+    return "\n".join(lines) + "\n" + legend + "".join(per_category_table(results, s) for s in
+                                                        dict.fromkeys(r["eval_set"] for r in results))
 
 
 def per_category_table(results: list[dict], eval_set: str) -> str:
@@ -156,7 +180,7 @@ def write_chart(path: Path, results: list[dict]) -> Path:
     width = 0.8 / max(1, len(models))
     fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(sets) * max(1, len(models)) ** 0.5), 4))
     for j, model in enumerate(models):
-        xs, ys, err = [], [], [[], []]
+        xs, ys, err, lenient = [], [], [[], []], []
         for i, s in enumerate(sets):
             r = next((r for r in results if r["model"] == model and r["eval_set"] == s), None)
             if r is None:
@@ -165,9 +189,12 @@ def write_chart(path: Path, results: list[dict]) -> Path:
             ys.append(100 * r["accuracy"])
             err[0].append(100 * (r["accuracy"] - r["ci95"][0]))
             err[1].append(100 * (r["ci95"][1] - r["accuracy"]))
-        ax.bar(xs, ys, width, yerr=err, capsize=3, label=model)
+            lenient.append(100 * r.get("accuracy_lenient", r["accuracy"]))
+        bars = ax.bar(xs, ys, width, yerr=err, capsize=3, label=f"{model}: accuracy (explicit answer)")
+        ax.scatter(xs, lenient, marker="_", s=300, color=bars.patches[0].get_facecolor() if bars.patches else None,
+                   label=f"{model}: lenient (+ last number)")
     ax.set_xticks([i + width * (len(models) - 1) / 2 for i in range(len(sets))], sets, fontsize=8)
-    ax.set_ylabel("accuracy, % (95% Wilson interval)")
+    ax.set_ylabel("accuracy, % (bars: explicit answer, 95% Wilson interval;\nmarks: lenient)")
     ax.set_ylim(0, 100)
     ax.legend(fontsize=8)
     fig.tight_layout()

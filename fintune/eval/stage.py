@@ -66,7 +66,7 @@ def eval_sets(cfg: PipelineConfig) -> list[tuple[str, list[dict], list[bool]]]:
     from fintune.data.jsonl import read_jsonl
 
     heldout = Path(cfg.data.data_dir) / "heldout.jsonl"
-    sets = [(heldout.stem, stratified(list(read_jsonl(heldout)), cfg.eval.eval_limit), [True])]
+    sets = [(str(heldout), stratified(list(read_jsonl(heldout)), cfg.eval.eval_limit), [True])]
     for f in cfg.eval.eval_files:
         if not Path(f).is_file():
             log.warning("eval: external set %s not found; left out", f)
@@ -124,13 +124,13 @@ def run(cfg: PipelineConfig) -> Path:
             for with_context in modes:
                 eval_set = set_name(path, with_context, len(modes) > 1)
                 res, rows = evaluate(runner, items, eval_set, with_context, cfg.eval.eval_max_new_tokens,
-                                     cfg.eval.eval_batch_size)
+                                     cfg.eval.eval_batch_size, eval_file=path)
                 results.append(res)
                 predictions += rows
-                log.info("eval: %s on %s: accuracy %.1f%% [%.1f, %.1f] format %.0f%% (n=%d, %.0fs, %s tok/s)",
-                         runner.name, eval_set, 100 * res["accuracy"], 100 * res["ci95"][0],
-                         100 * res["ci95"][1], 100 * res["format_rate"], res["n"], res["seconds"],
-                         res["tokens_per_second"])
+                log.info("eval: %s on %s: accuracy %.1f%% [%.1f, %.1f] (lenient %.1f%%) format %.0f%% "
+                         "(n=%d, %.0fs, %s tok/s)", runner.name, eval_set, 100 * res["accuracy"],
+                         100 * res["ci95"][0], 100 * res["ci95"][1], 100 * res["accuracy_lenient"],
+                         100 * res["format_rate"], res["n"], res["seconds"], res["tokens_per_second"])
         del runner
     ppl = perplexities(cfg, sets[0][1][: cfg.eval.eval_limit]) if cfg.eval.perplexity else {}
     notes = quant_notes(results, ppl)

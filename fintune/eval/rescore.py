@@ -1,0 +1,81 @@
+"""python -m fintune.eval --rescore DIR: recompute a report from its
+predictions.jsonl with the current scoring rules, so runs scored under older
+rules can be compared. Generation is not repeated: the replies are as they were.
+
+Each (model, eval set) group is matched to its items by id, from the eval file
+recorded in report.json, or from a --eval_file of the same name (reports
+written before the file was recorded).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fintune.data.jsonl import read_jsonl
+from fintune.eval.evaluate import EvalFileError, load_eval_file
+from fintune.eval.report import score_set, write_report
+
+# fields of a result that scoring does not produce: kept from the old report
+KEPT = ("tokens_per_second", "seconds", "sampling", "skipped")
+
+
+def _groups(predictions: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    out: dict[tuple[str, str], list[dict]] = {}
+    for row in predictions:
+        out.setdefault((row["model"], row["eval_set"]), []).append(row)
+    return out
+
+
+def _items(eval_set: str, prev: dict, by_stem: dict[str, str], cache: dict) -> dict[str, dict]:
+    path = prev.get("eval_file") or by_stem.get(eval_set.split("[")[0])
+    if not path:
+        raise EvalFileError(f"{eval_set}: report.json records no eval file; pass --eval_file "
+                            f"{eval_set.split('[')[0]}.jsonl")
+    if path not in cache:
+        cache[path] = {it["id"]: it for it in load_eval_file(path)}
+    return cache[path]
+
+
+def rescore(report_dir: Path, eval_files: list[str] | None = None, output: Path | None = None) -> tuple[Path, list]:
+    """(report.json written, [(model, eval set, old result, new result)])."""
+    preds_path = report_dir / "predictions.jsonl"
+    if not preds_path.is_file():
+        raise FileNotFoundError(f"--rescore {report_dir}: no predictions.jsonl there")
+    report_path = report_dir / "report.json"
+    old = json.loads(report_path.read_text()) if report_path.is_file() else {"results": []}
+    old_results = {(r["model"], r["eval_set"]): r for r in old.get("results", [])}
+    by_stem = {Path(f).stem: f for f in eval_files or []}
+    cache: dict = {}
+    results, predictions, compared = [], [], []
+    for (model, eval_set), rows in _groups(list(read_jsonl(preds_path))).items():
+        prev = old_results.get((model, eval_set), {})
+        items = _items(eval_set, prev, by_stem, cache)
+        missing = [r["id"] for r in rows if r["id"] not in items]
+        if missing:
+            raise EvalFileError(f"{eval_set}: ids {missing[:3]} of predictions.jsonl are not in its eval file")
+        res, new_rows = score_set(model, eval_set, [items[r["id"]] for r in rows], [r["output"] for r in rows],
+                                  prev.get("seconds", 0.0), not eval_set.endswith("[no_context]"),
+                                  [r.get("prompt", "") for r in rows])
+        res.update({k: prev[k] for k in KEPT if k in prev})
+        res["eval_file"] = prev.get("eval_file") or by_stem.get(eval_set.split("[")[0])
+        for new, old_row in zip(new_rows, rows):
+            new["prompt"] = old_row.get("prompt")
+        results.append(res)
+        predictions += new_rows
+        compared.append((model, eval_set, prev, res))
+    extra = {k: v for k, v in old.items() if k != "results"}
+    from fintune.eval.stage import quant_notes
+
+    out = write_report(output or report_dir, results, predictions, extra=extra,
+                       notes=quant_notes(results, extra.get("perplexity") or {}))
+    return out, compared
+
+
+def comparison_table(compared: list) -> str:
+    lines = ["| model | eval set | n | accuracy before | accuracy now | lenient now | strict now | via scale now |",
+             "|---|---|---|---|---|---|---|---|"]
+    for model, eval_set, prev, res in compared:
+        before = f"{prev['accuracy']:.1%}" if "accuracy" in prev else "-"
+        lines.append(f"| {model} | {eval_set} | {res['n']} | {before} | {res['accuracy']:.1%} | "
+                     f"{res['accuracy_lenient']:.1%} | {res['accuracy_strict']:.1%} | {res['correct_via_scale']} |")
+    return "\n".join(lines)
