@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from fintune.config import ConfigError, add_config_flags, build_config, load_yaml, overrides_from_args
+from fintune.errors import FintuneError, StageProcessError
 from fintune.train.signals import TrainingInterrupted
 
 log = logging.getLogger("fintune")
@@ -15,8 +16,6 @@ REPO = Path(__file__).resolve().parent.parent
 CPU_PROFILE = REPO / "configs" / "cpu-smollm2.yaml"
 GPU_PROFILE = REPO / "configs" / "r1-distill-qwen-14b-24gb.yaml"
 SKIP_FLAGS = ["skip_dataset_prep", "skip_training", "skip_merge", "skip_quantization", "skip_eval"]
-# Errors that are the user's to fix: one clear line, no traceback.
-USER_ERRORS = (ConfigError, FileNotFoundError, ValueError, OSError, RuntimeError, KeyError)
 
 
 def setup_logging() -> None:
@@ -55,7 +54,10 @@ def dry_run(cfg) -> int:
     else:
         choice = choose_backend(cfg.train.backend)
         backend, reason = choice.backend, choice.reason
-    print(plan.render(plan.estimate(cfg, backend), backend, reason))
+    from fintune.train.backends import cuda_available
+
+    free = plan.gpu_free_bytes() if cuda_available() else None
+    print(plan.render(plan.estimate(cfg, backend), backend, reason, free))
     return 0
 
 
@@ -94,13 +96,23 @@ def main(argv: list[str] | None = None) -> int:
         skip = {f for f in SKIP_FLAGS if getattr(args, f)}
         run_pipeline(cfg, Path(args.manifest), skip)
         finish(cfg, Path(args.manifest), artifact_listing)
-    except TrainingInterrupted as e:
+    except FintuneError as e:
+        return report_error(e)
+    return 0
+
+
+def report_error(e: FintuneError) -> int:
+    """One line for an error the user can fix (a bug is not caught: it keeps its
+    traceback). A stage's process has printed its own error already."""
+    if isinstance(e, StageProcessError):
+        log.error("%s; its %s is above and in the run manifest", e,
+                  "message" if e.returncode == 2 else "traceback")
+        return 2 if e.returncode == 2 else 1
+    if isinstance(e, TrainingInterrupted):
         log.error("%s", e)
         return 130
-    except USER_ERRORS as e:
-        log.error("error: %s", e)
-        return 2
-    return 0
+    log.error("error: %s", e)
+    return 2
 
 
 def finish(cfg, manifest: Path, listing) -> None:
@@ -156,7 +168,7 @@ def train_main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             return dry_run(cfg)
         stages = ["data", "train"]
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if world_size() > 1:
             # several processes must not all write the data: it has to exist already
             from fintune.manifest import Manifest
 
@@ -165,11 +177,12 @@ def train_main(argv: list[str] | None = None) -> int:
                                   "python train_financial_model.py --skip_training --skip_merge "
                                   "--skip_quantization --skip_eval")
             stages = ["train"]
-        run_pipeline(cfg, Path(args.manifest), only=stages)
-    except TrainingInterrupted as e:
-        log.error("%s", e)
-        return 130
-    except USER_ERRORS as e:
-        log.error("error: %s", e)
-        return 2
+        # under torchrun every rank is a fresh process already: train in it
+        run_pipeline(cfg, Path(args.manifest), only=stages, isolate=world_size() == 1)
+    except FintuneError as e:
+        return report_error(e)
     return 0
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))

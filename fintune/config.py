@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from fintune.errors import FintuneError
+
 EMBEDDED_BASE = "embedded:smollm2-135m-instruct"
 QWEN_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-class ConfigError(ValueError):
+class ConfigError(FintuneError, ValueError):
     """A configuration value or key is invalid; the message names it."""
 
 
@@ -116,6 +118,9 @@ class TrainConfig:
     save_steps: int = 100
     save_total_limit: int = 2
     precision: str = "auto"  # auto | bf16 | fp16 | fp32
+    # transformers/TRL optimizer name; auto = adamw_8bit on CUDA (Unsloth's notebooks;
+    # paged_adamw_8bit for small cards), adamw_torch on CPU
+    optim: str = "auto"
     packing: bool = False
     # TRL turns it on by default; it trades ~30% step time for activation memory,
     # which a small model on CPU does not need.

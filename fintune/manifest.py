@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from fintune.errors import FintuneError
 
-class ArtifactError(RuntimeError):
+
+class ArtifactError(FintuneError, RuntimeError):
     """A recorded artifact is missing or changed; the message names it."""
 
 

@@ -22,6 +22,7 @@ import shutil
 from pathlib import Path
 
 from fintune.config import PipelineConfig
+from fintune.errors import MissingError, UsageError
 from fintune.manifest import atomic_path, sha256_file, write_json_atomic
 from fintune.prompts import user_prompt
 from fintune.train.trainer import read_adapter_record
@@ -55,7 +56,7 @@ def merge_in_memory(base_path: Path, adapter_dir: Path, out: Path, record: dict)
     tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
     base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
     if getattr(base.config, "quantization_config", None):
-        raise ValueError(f"{base_path} is a quantized checkpoint; merging needs 16-bit base weights")
+        raise UsageError(f"{base_path} is a quantized checkpoint; merging needs 16-bit base weights")
     model = PeftModel.from_pretrained(base, adapter_dir)
     model.eval()
     inputs = _verify_inputs(tokenizer)
@@ -101,11 +102,11 @@ def merge_by_shard(base_path: Path, adapter_dir: Path, out: Path, record: dict) 
 
     base_dir = _local_dir(base_path)
     if json.loads((base_dir / "config.json").read_text()).get("quantization_config"):
-        raise ValueError(f"{base_dir} is a quantized checkpoint; merging needs 16-bit base weights")
+        raise UsageError(f"{base_dir} is a quantized checkpoint; merging needs 16-bit base weights")
     pairs, scale = _lora_pairs(adapter_dir)
     shards = sorted(base_dir.glob("*.safetensors"))
     if not shards:
-        raise FileNotFoundError(f"{base_dir}: no .safetensors files to merge into")
+        raise MissingError(f"{base_dir}: no .safetensors files to merge into")
     merged_names, worst = [], 0.0
     with atomic_path(out) as tmp:
         tmp.mkdir()
@@ -127,7 +128,7 @@ def merge_by_shard(base_path: Path, adapter_dir: Path, out: Path, record: dict) 
             del tensors
             log.info("merge: %s done", shard.name)
         if pairs:
-            raise ValueError(f"adapter {adapter_dir} has LoRA weights for {len(pairs)} tensors the base "
+            raise UsageError(f"adapter {adapter_dir} has LoRA weights for {len(pairs)} tensors the base "
                              f"{base_dir} does not contain, e.g. {next(iter(pairs))}")
         _copy_side_files(base_dir, adapter_dir, tmp)
         log.info("merge: %d LoRA pairs merged shard by shard; max fp16 rounding error %.3g",
@@ -150,7 +151,7 @@ def _lora_pairs(adapter_dir: Path):
         (["modules_to_save"] if cfg.get("modules_to_save") else []) + \
         (["rank_pattern/alpha_pattern"] if cfg.get("rank_pattern") or cfg.get("alpha_pattern") else [])
     if unsupported:
-        raise ValueError(f"{adapter_dir}: the shard-by-shard merge does not handle {unsupported}; "
+        raise UsageError(f"{adapter_dir}: the shard-by-shard merge does not handle {unsupported}; "
                          "use --merge_mode in_memory")
     r, alpha = cfg["r"], cfg["lora_alpha"]
     scale = alpha / math.sqrt(r) if cfg.get("use_rslora") else alpha / r

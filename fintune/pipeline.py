@@ -8,7 +8,13 @@ for it, that record must still match what is on disk.
 from __future__ import annotations
 
 import importlib
+import json
 import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
 import time
 import traceback
 from dataclasses import dataclass
@@ -16,22 +22,31 @@ from pathlib import Path
 from typing import Callable
 
 from fintune.config import PipelineConfig, config_fingerprint
+from fintune.errors import FintuneError, StageProcessError
 from fintune.manifest import Manifest, describe, now
+from fintune.train.signals import TrainingInterrupted
 
 log = logging.getLogger("fintune")
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
 class Stage:
     name: str
     skip_flag: str
-    entry: str                       # "module:function"
+    entry: str                       # "module:function", run(cfg) -> artifact path(s)
     settings: Callable[[PipelineConfig], dict]
     after: tuple[str, ...] = ()      # stages whose artifacts are this stage's inputs
+    # loads a model: each step runs in a fresh Python process (see fintune.worker)
+    own_process: bool = False
+    steps: Callable[[PipelineConfig], list[str]] | None = None  # default: [entry]
 
     def run(self, cfg: PipelineConfig):
         module, func = self.entry.split(":")
         return getattr(importlib.import_module(module), func)(cfg)
+
+    def step_entries(self, cfg: PipelineConfig) -> list[str]:
+        return self.steps(cfg) if self.steps else [self.entry]
 
 
 def _train_settings(cfg: PipelineConfig) -> dict:
@@ -54,13 +69,14 @@ STAGES = [
     Stage("data", "skip_dataset_prep", "fintune.data:run",
           lambda c: {**c.section_dict("data"), "base_model": c.model.base_model,
                      "max_seq_length": c.model.max_seq_length}),
-    Stage("train", "skip_training", "fintune.train:run", _train_settings, after=("data",)),
+    Stage("train", "skip_training", "fintune.train:run", _train_settings, after=("data",), own_process=True,
+          steps=lambda c: importlib.import_module("fintune.train").steps(c)),
     Stage("merge", "skip_merge", "fintune.merge:run",
           lambda c: {"merged_model_dir": c.export.merged_model_dir, "merge_mode": c.export.merge_mode},
-          after=("train",)),
+          after=("train",), own_process=True),
     Stage("export", "skip_quantization", "fintune.export:run", _export_settings, after=("merge",)),
     Stage("eval", "skip_eval", "fintune.eval:run", lambda c: c.section_dict("eval"),
-          after=("data", "train", "export")),
+          after=("data", "train", "export"), own_process=True),
 ]
 STAGE_NAMES = [s.name for s in STAGES]
 
@@ -74,7 +90,9 @@ def fingerprint(stage: Stage, cfg: PipelineConfig, manifest: Manifest) -> str:
 
 
 def run_pipeline(cfg: PipelineConfig, manifest_path: Path, skip: set[str] = frozenset(),
-                 only: list[str] | None = None) -> dict[str, list[str]]:
+                 only: list[str] | None = None, isolate: bool = True) -> dict[str, list[str]]:
+    """Run every stage that is not up to date. `isolate`: model-loading stages in
+    fresh processes (off under torchrun, whose ranks are fresh processes already)."""
     manifest = Manifest(manifest_path)
     produced: dict[str, list[str]] = {}
     for stage in STAGES:
@@ -91,28 +109,83 @@ def run_pipeline(cfg: PipelineConfig, manifest_path: Path, skip: set[str] = froz
             log.info("stage %-6s up to date, not rerun (manifest %s)", stage.name, manifest_path)
             continue
         log.info("stage %-6s running (%s)", stage.name, why)
-        produced[stage.name] = run_stage(stage, cfg, manifest, fp)
+        produced[stage.name] = run_stage(stage, cfg, manifest, fp, isolate and stage.own_process)
     return produced
 
 
-def run_stage(stage: Stage, cfg: PipelineConfig, manifest: Manifest, fp: str) -> list[str]:
+def run_stage(stage: Stage, cfg: PipelineConfig, manifest: Manifest, fp: str, in_child: bool) -> list[str]:
     started, t0 = now(), time.time()
-    manifest.save_stage(stage.name, {"status": "running", "started": started, "fingerprint": fp,
-                                     "config": stage.settings(cfg), "artifacts": []})
+    record = {"started": started, "fingerprint": fp, "config": stage.settings(cfg), "pids": []}
+    manifest.save_stage(stage.name, {**record, "status": "running", "artifacts": []})
     try:
-        result = stage.run(cfg)
+        if in_child:
+            result = None
+            for entry in stage.step_entries(cfg):
+                result = run_in_child(stage.name, entry, cfg,
+                                      on_start=lambda pid: _add_pid(manifest, stage.name, record, pid))
+        else:
+            record["pids"].append(os.getpid())
+            result = stage.run(cfg)
     except BaseException as e:
-        manifest.save_stage(stage.name, {"status": "failed", "started": started, "ended": now(),
-                                         "fingerprint": fp, "config": stage.settings(cfg),
-                                         "error": "".join(traceback.format_exception_only(type(e), e)).strip(),
+        # the user's to fix: the message; a bug: the traceback (the child's, when it ran there)
+        error = e.error if isinstance(e, StageProcessError) else str(e) if isinstance(e, FintuneError) else \
+            "".join(traceback.format_exception(type(e), e, e.__traceback__)).strip()
+        status = "interrupted" if isinstance(e, TrainingInterrupted) else "failed"
+        manifest.save_stage(stage.name, {**record, "status": status, "ended": now(), "error": error,
                                          "artifacts": []})
         raise
     paths = result if isinstance(result, list) else [result]
     manifest.save_stage(stage.name, {
-        "status": "complete", "started": started, "ended": now(), "seconds": round(time.time() - t0, 1),
-        "fingerprint": fp, "config": stage.settings(cfg), "artifacts": [describe(p) for p in paths]})
+        **record, "status": "complete", "ended": now(), "seconds": round(time.time() - t0, 1),
+        "artifacts": [describe(p) for p in paths]})
     log.info("stage %-6s done in %.0fs", stage.name, time.time() - t0)
     return [str(p) for p in paths]
+
+
+def _add_pid(manifest: Manifest, name: str, record: dict, pid: int) -> None:
+    record["pids"].append(pid)
+    manifest.save_stage(name, {**record, "status": "running", "artifacts": []})
+
+
+def run_in_child(stage: str, entry: str, cfg: PipelineConfig, on_start=None) -> list[str]:
+    """Run one step in `python -m fintune.worker` and return its artifact paths.
+
+    The child shares this terminal (log lines, progress bars) but not its
+    process group: Ctrl-C and SIGTERM reach this process, which passes each on
+    once, so training saves a checkpoint and stops, and a second signal still
+    kills it.
+    """
+    with tempfile.TemporaryDirectory(prefix="fintune-stage-") as tmp:
+        cfg_path, result_path = Path(tmp) / "config.json", Path(tmp) / "result.json"
+        cfg_path.write_text(json.dumps(cfg.to_dict(), default=str), encoding="utf-8")
+        env = dict(os.environ)
+        # the package must import in the child whatever the working directory
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH")) if p)
+        proc = subprocess.Popen([sys.executable, "-m", "fintune.worker", entry, str(cfg_path), str(result_path)],
+                                env=env, process_group=0)
+        if on_start:
+            on_start(proc.pid)
+        code = _wait_forwarding_signals(proc)
+        result = json.loads(result_path.read_text()) if result_path.is_file() else {}
+    if code == 0 and result.get("status") == "complete":
+        return result["artifacts"]
+    if code == 130 or result.get("status") == "interrupted":
+        raise TrainingInterrupted(result.get("error") or f"stage {stage} stopped by a signal")
+    error = result.get("error") or f"the process ended with exit code {code} and no result (killed?)"
+    raise StageProcessError(stage, code, error)
+
+
+def _wait_forwarding_signals(proc: subprocess.Popen) -> int:
+    def forward(signum, frame):
+        if proc.poll() is None:
+            proc.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def artifact_listing(manifest_path: Path) -> list[tuple[str, int]]:

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from typing import Generic, Iterator, TypeVar
 
+from fintune.errors import FintuneError
+
 T = TypeVar("T")
 
 
-class UnknownNameError(KeyError):
+class UnknownNameError(FintuneError, KeyError):
     """Raised for a name a registry does not know; the message lists valid names."""
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable

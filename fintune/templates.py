@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable
 
+from fintune.errors import UsageError
 from fintune.registry import Registry, UnknownNameError
 
 
@@ -43,7 +44,7 @@ def _render_by_difference(tokenizer, prompt, completion):
     prompt_text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
     full = tokenizer.apply_chat_template(prompt + [completion], tokenize=False)
     if not full.startswith(prompt_text):
-        raise ValueError("chat template renders the prompt differently when a reply follows; "
+        raise UsageError("chat template renders the prompt differently when a reply follows; "
                          "cannot find where the assistant reply starts")
     return prompt_text, full[len(prompt_text):]
 
@@ -134,10 +135,10 @@ def tokenize_example(tokenizer, family: TemplateFamily, messages: list[dict]) ->
     everything but that last turn). Special tokens come from the template text
     only (add_special_tokens=False), so there is never a second BOS."""
     if not messages or messages[-1].get("role") != "assistant":
-        raise ValueError("conversation must end with an assistant message")
+        raise UsageError("conversation must end with an assistant message")
     prompt_text, completion_text = family.split(tokenizer, messages[:-1], messages[-1])
     p = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
     c = tokenizer(completion_text, add_special_tokens=False)["input_ids"]
     if not c:
-        raise ValueError("assistant reply renders to no tokens")
+        raise UsageError("assistant reply renders to no tokens")
     return {"input_ids": p + c, "labels": [-100] * len(p) + list(c)}

@@ -88,6 +88,11 @@ def tiny_overrides(root: Path, model_dir: Path, **extra) -> dict:
     return values
 
 
+def as_flags(overrides: dict) -> list[str]:
+    """tiny_overrides as command-line flags (booleans as --name / --no-name)."""
+    return [f"--{k}" if v is True else f"--no-{k}" if v is False else f"--{k}={v}" for k, v in overrides.items()]
+
+
 def require_llama_cpp():
     if not (LLAMA_CPP / "build" / "bin" / "llama-quantize").is_file():
         if os.environ.get("CI"):

@@ -32,6 +32,19 @@ def test_every_stage_ran_and_recorded(run_once):
             assert art["size"] > 0 and all(len(f["sha256"]) == 64 for f in art["files"])
 
 
+def test_model_loading_stages_ran_in_processes_of_their_own(run_once):
+    """train, merge and eval each in a fresh child process (no library patch or GPU
+    memory leaks into the next); data and export in the orchestrator's."""
+    import os
+
+    _, manifest, _, _ = run_once
+    pids = {name: rec["pids"] for name, rec in json.loads(manifest.read_text())["stages"].items()}
+    assert pids["data"] == [os.getpid()] and pids["export"] == [os.getpid()]
+    children = [pids[s] for s in ("train", "merge", "eval")]
+    assert all(len(p) == 1 and p[0] != os.getpid() for p in children)
+    assert len({p[0] for p in children}) == 3
+
+
 def test_merged_checkpoint_loads_strictly(run_once):
     from transformers import AutoModelForCausalLM
 
@@ -149,6 +162,7 @@ def test_eval_report_compares_every_model_with_perplexity_and_speed(run_once):
     out = Path(cfg.eval.eval_dir)
     report = json.loads((out / "report.json").read_text())
     assert [r["model"] for r in report["results"]] == ["base", "adapter", "f16", "q4_k_m"]
+    assert [(r["device"], r["dtype"]) for r in report["results"]][1] == ("cpu", "float32")  # HF runner, no GPU
     for r in report["results"]:
         assert r["n"] == 4 and 0 <= r["ci95"][0] <= r["accuracy"] <= r["ci95"][1] <= 1
         assert {"format_rate", "accuracy_strict", "per_category"} <= set(r)

@@ -91,10 +91,11 @@ def test_overlong_rows_are_counted_not_silently_dropped(tokenizer):
 
 def test_unsloth_is_refused_without_cuda():
     from fintune.train.backends import choose_backend, cuda_available
+    from fintune.errors import UsageError
 
     if cuda_available():
         pytest.skip("machine has CUDA")
-    with pytest.raises(RuntimeError, match="CUDA"):
+    with pytest.raises(UsageError, match="CUDA"):
         choose_backend("unsloth")
     assert choose_backend("auto").backend == "peft"
 

@@ -67,11 +67,16 @@ def test_sigterm_saves_a_checkpoint_and_resume_matches_an_uninterrupted_run(tmp_
     assert (ckpt / "checkpoint-3" / "optimizer.pt").is_file()  # saved by the signal, not by save_steps=4
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # handlers put back
     assert not Path(cfg.train.lora_output_dir).exists()  # no adapter that looks finished
+    at_ckpt = json.loads((ckpt / "checkpoint-3" / "trainer_state.json").read_text())["num_input_tokens_seen"]
 
     resumed = train.run(_cfg(tmp_path / "b", tiny_llama_dir, data_dir=str(data_dir),
                              resume_from_checkpoint="latest"))
     rec = json.loads((Path(resumed) / "fintune_adapter.json").read_text())
     assert rec["global_step"] == 5
+    # tokens/s of the resumed run counts the tokens of steps 4-5 only, not those since step 0
+    assert 0 < at_ckpt < rec["trained_tokens"]
+    assert rec["data"]["tokens_this_run"] == rec["trained_tokens"] - at_ckpt
+    assert rec["tokens_per_second"] == pytest.approx(rec["data"]["tokens_this_run"] / rec["train_seconds"], rel=0.05)
     opt = torch.load(ckpt / "checkpoint-5" / "optimizer.pt", weights_only=False)
     assert {int(s["step"]) for s in opt["state"].values()} == {5}  # Adam moments continued, not restarted
     a, b = _adapter(straight), _adapter(resumed)

@@ -6,10 +6,11 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from fintune.errors import FintuneError
 from fintune.manifest import atomic_path
 
 
-class DataError(ValueError):
+class DataError(FintuneError, ValueError):
     """Bad input data; the message names the file, line and field."""
 
 

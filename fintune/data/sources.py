@@ -133,7 +133,7 @@ def _csv(path: Path, max_line_bytes: int) -> Iterator[RawRow]:
     UTF-8 are kept as surrogates and reject only the rows holding them."""
     text = path.read_bytes().decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
     reader = csv.reader(io.StringIO(text, newline=""))
-    header, line = None, 0
+    header = None
     with _csv_field_limit(max_line_bytes):
         while True:
             start = reader.line_num + 1

@@ -58,22 +58,23 @@ def parse(argv) -> argparse.Namespace:
 
 
 def make_runner(args):
+    from fintune.errors import MissingError
     from fintune.eval.runner import GREEDY, R1_SAMPLING, GGUFRunner, HFRunner, Sampling
 
     base = R1_SAMPLING if args.sampling == "r1" else GREEDY
     sampling = Sampling(base.temperature, base.top_p, args.seed)
     if args.gguf:
         if not Path(args.gguf).is_file():
-            raise FileNotFoundError(f"--gguf {args.gguf}: no such file")
+            raise MissingError(f"--gguf {args.gguf}: no such file")
         return GGUFRunner(args.gguf, args.llama_cpp_path, args.tokenizer, name=args.name, sampling=sampling,
                           parallel=args.parallel)
     return HFRunner(args.model, args.adapter, name=args.name, sampling=sampling)
 
 
 def main(argv=None) -> int:
-    from fintune.eval.evaluate import EvalFileError, evaluate, load_eval_file, set_name
+    from fintune.errors import FintuneError
+    from fintune.eval.evaluate import evaluate, load_eval_file, set_name
     from fintune.eval.report import markdown, write_report
-    from fintune.export.llama_cpp import LlamaCppError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     args = parse(argv)
@@ -94,7 +95,7 @@ def main(argv=None) -> int:
                 results.append(res)
                 predictions += rows
         out = write_report(Path(args.output), results, predictions)
-    except (EvalFileError, FileNotFoundError, LlamaCppError, ValueError) as e:
+    except FintuneError as e:  # the user's to fix: one line; anything else is a bug and keeps its traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(markdown(results))
@@ -103,13 +104,13 @@ def main(argv=None) -> int:
 
 
 def rescore_main(args) -> int:
-    from fintune.eval.evaluate import EvalFileError
+    from fintune.errors import FintuneError
     from fintune.eval.report import markdown
     from fintune.eval.rescore import comparison_table, rescore
 
     try:
         out, compared = rescore(Path(args.rescore), args.eval_file, Path(args.output) if args.output else None)
-    except (EvalFileError, FileNotFoundError) as e:
+    except FintuneError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(markdown([res for *_, res in compared]))

@@ -6,13 +6,14 @@ import time
 from pathlib import Path
 
 from fintune.data.jsonl import DataError, read_jsonl_numbered
+from fintune.errors import FintuneError
 from fintune.eval.report import score_set, stratified
 from fintune.eval.runner import build_prompt
 
 REQUIRED = ("id", "question", "answer_numeric")
 
 
-class EvalFileError(ValueError):
+class EvalFileError(FintuneError, ValueError):
     """An eval file is unreadable or an item lacks a field; names file and line."""
 
 
@@ -56,6 +57,7 @@ def evaluate(runner, items: list[dict], eval_set: str, with_context: bool, max_n
     result, rows = score_set(runner.name, eval_set, items, outputs, time.time() - start, with_context, prompts)
     # --rescore finds the items (gold, wording, family) here
     result["eval_file"] = str(eval_file) if eval_file else None
+    result["device"], result["dtype"] = runner.device, runner.dtype
     gen_tokens, gen_seconds = runner.tokens - tokens0, runner.seconds - seconds0
     result["tokens_per_second"] = round(gen_tokens / gen_seconds, 1) if gen_seconds else None
     by_id = {it["id"]: p for it, p in zip(items, prompts)}

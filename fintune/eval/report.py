@@ -140,6 +140,8 @@ def markdown(results: list[dict]) -> str:
                      f"{_rate(r.get('formula_rate'))} | {_rate(r.get('substitution_rate'))} | "
                      f"{tps if tps is not None else '-'} |")
     legend = f"\nScoring: {results[0].get('scoring', SCORING)}\n" if results else ""
+    devices = dict.fromkeys(f"{r['model']} {r['device']} ({r['dtype']})" for r in results if r.get("device"))
+    legend += f"Ran on: {', '.join(devices)}\n" if devices else ""
     return "\n".join(lines) + "\n" + legend + "".join(per_category_table(results, s) for s in
                                                         dict.fromkeys(r["eval_set"] for r in results))
 

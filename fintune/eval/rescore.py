@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from fintune.data.jsonl import read_jsonl
+from fintune.errors import MissingError
 from fintune.eval.evaluate import EvalFileError, load_eval_file
 from fintune.eval.report import score_set, write_report
 
@@ -40,7 +41,7 @@ def rescore(report_dir: Path, eval_files: list[str] | None = None, output: Path 
     """(report.json written, [(model, eval set, old result, new result)])."""
     preds_path = report_dir / "predictions.jsonl"
     if not preds_path.is_file():
-        raise FileNotFoundError(f"--rescore {report_dir}: no predictions.jsonl there")
+        raise MissingError(f"--rescore {report_dir}: no predictions.jsonl there")
     report_path = report_dir / "report.json"
     old = json.loads(report_path.read_text()) if report_path.is_file() else {"results": []}
     old_results = {(r["model"], r["eval_set"]): r for r in old.get("results", [])}

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from fintune.errors import UsageError
 from fintune.prompts import R1_INSTRUCTION, user_prompt
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class GGUFChatTemplate:
         h = read_header(gguf, skip_arrays=False)
         self.chat_template = h.get("tokenizer.chat_template")
         if not self.chat_template:
-            raise ValueError(f"{gguf} has no tokenizer.chat_template; pass --tokenizer DIR")
+            raise UsageError(f"{gguf} has no tokenizer.chat_template; pass --tokenizer DIR")
         tokens = h["tokenizer.ggml.tokens"]
         self.bos_token = tokens[h["tokenizer.ggml.bos_token_id"]] if "tokenizer.ggml.bos_token_id" in h else ""
         self.eos_token = tokens[h["tokenizer.ggml.eos_token_id"]] if "tokenizer.ggml.eos_token_id" in h else ""
@@ -70,25 +71,37 @@ class _Counted:
         return self.tokens / self.seconds if self.seconds else 0.0
 
 
+def hf_device() -> tuple[str, str]:
+    """(device, dtype) for HF generation: CUDA in bf16 (fp16 where bf16 is not
+    supported), else CPU in fp32 (where the GGUF runner is the faster path)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda", "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    return "cpu", "float32"
+
+
 class HFRunner(_Counted):
-    """Batched generation; an adapter is merged in memory for speed."""
+    """Batched generation on the GPU when there is one; an adapter is merged in memory for speed."""
 
     def __init__(self, model_dir: str, adapter: str | None = None, name: str | None = None,
-                 sampling: Sampling = GREEDY):
+                 sampling: Sampling = GREEDY, device: tuple[str, str] | None = None):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.name = name or (f"{model_dir}+{adapter}" if adapter else str(model_dir))
         self.sampling = sampling
+        self.device, self.dtype = device or hf_device()
         self.tokenizer = AutoTokenizer.from_pretrained(adapter or model_dir)
         self.tokenizer.padding_side = "left"
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, self.dtype))
         if adapter:
             from peft import PeftModel
 
             model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
-        self.model = model.eval()
+        self.model = model.to(self.device).eval()
         self.tokens, self.seconds = 0, 0.0
+        log.info("eval: %s on %s in %s", self.name, self.device, self.dtype)
 
     def generate(self, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
         import torch
@@ -103,7 +116,8 @@ class HFRunner(_Counted):
             else dict(do_sample=False)
         for b in range(0, len(order), batch_size):
             idx = order[b:b + batch_size]
-            enc = tok([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = tok([prompts[i] for i in idx], return_tensors="pt", padding=True,
+                      add_special_tokens=False).to(self.device)
             with torch.no_grad():
                 gen = self.model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
                                           eos_token_id=tok.eos_token_id, **kw)
@@ -115,6 +129,17 @@ class HFRunner(_Counted):
                      len(order), time.time() - start)
         self.seconds += time.time() - start
         return out
+
+    def close(self) -> None:
+        """Give the model's memory back before the next model loads."""
+        import gc
+
+        import torch
+
+        del self.model
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 class GGUFRunner(_Counted):
@@ -140,6 +165,10 @@ class GGUFRunner(_Counted):
         else:
             self.tokenizer = GGUFChatTemplate(self.gguf)
         self.tokens, self.seconds = 0, 0.0
+        self.device, self.dtype = "cpu (llama.cpp)", "gguf"
+
+    def close(self) -> None:
+        pass
 
     def generate(self, prompts: list[str], max_new_tokens: int, batch_size: int = 1) -> list[str]:
         from fintune.export.llama_cpp import LlamaCppError, LlamaServer

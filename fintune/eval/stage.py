@@ -131,6 +131,7 @@ def run(cfg: PipelineConfig) -> Path:
                          "(n=%d, %.0fs, %s tok/s)", runner.name, eval_set, 100 * res["accuracy"],
                          100 * res["ci95"][0], 100 * res["ci95"][1], 100 * res["accuracy_lenient"],
                          100 * res["format_rate"], res["n"], res["seconds"], res["tokens_per_second"])
+        runner.close()
         del runner
     ppl = perplexities(cfg, sets[0][1][: cfg.eval.eval_limit]) if cfg.eval.perplexity else {}
     notes = quant_notes(results, ppl)

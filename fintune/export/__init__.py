@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 from fintune.config import PipelineConfig
+from fintune.errors import MissingError, UsageError
 from fintune.export import gguf_check, modelfile
 from fintune.export.llama_cpp import LlamaCpp, LlamaCppError
 from fintune.manifest import atomic_path, write_json_atomic
@@ -35,10 +36,10 @@ def preflight(cfg: PipelineConfig) -> LlamaCpp:
 def check_checkpoint(model_dir: Path) -> None:
     config = model_dir / "config.json"
     if not config.is_file():
-        raise FileNotFoundError(f"{config} not found: run the merge stage first")
+        raise MissingError(f"{config} not found: run the merge stage first")
     qc = json.loads(config.read_text()).get("quantization_config")
     if qc:
-        raise ValueError(f"{model_dir} still carries a quantization_config ({qc.get('quant_method', qc)}): "
+        raise UsageError(f"{model_dir} still carries a quantization_config ({qc.get('quant_method', qc)}): "
                          "its weights are quantized or were saved from a quantized load, and converting it "
                          "would produce a broken GGUF. Merge into a 16-bit base first.")
 
@@ -50,7 +51,7 @@ def check_disk(model_dir: Path, out_dir: Path, quant_types: list[str]) -> None:
     need = ckpt + sum(ckpt * ratio.get(q, 0.6) for q in quant_types)
     free = shutil.disk_usage(out_dir if out_dir.exists() else out_dir.parent).free
     if free < need:
-        raise OSError(f"not enough disk for export: need about {need / 2**30:.1f} GiB "
+        raise UsageError(f"not enough disk for export: need about {need / 2**30:.1f} GiB "
                       f"(F16 + {', '.join(quant_types)}), {free / 2**30:.1f} GiB free in {out_dir}")
 
 

@@ -10,6 +10,8 @@ import struct
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from fintune.errors import FintuneError
+
 # gguf value types (GGUF spec): uint8 .. float64, bool, string, array
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
             10: "<Q", 11: "<q", 12: "<d"}
@@ -17,7 +19,7 @@ _STRING, _ARRAY = 8, 9
 FILE_TYPES = {"F32": 0, "F16": 1, "Q8_0": 7, "Q4_K_M": 15, "Q5_K_M": 17, "Q6_K": 18, "BF16": 32}
 
 
-class GGUFError(ValueError):
+class GGUFError(FintuneError, ValueError):
     pass
 
 

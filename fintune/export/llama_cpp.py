@@ -8,10 +8,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from fintune.errors import FintuneError
+
 SETUP_HINT = "run `scripts/setup_llama_cpp.sh {root}` (or `make setup`) to fetch and build it"
 
 
-class LlamaCppError(RuntimeError):
+class LlamaCppError(FintuneError, RuntimeError):
     pass
 
 

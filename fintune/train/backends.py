@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 
 from fintune.config import PipelineConfig
+from fintune.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ def choose_backend(requested: str) -> Choice:
     has_unsloth = importlib.util.find_spec("unsloth") is not None
     if requested == "unsloth":
         if not (has_cuda and has_unsloth):
-            raise RuntimeError("backend 'unsloth' needs a CUDA GPU and the unsloth package "
+            raise UsageError("backend 'unsloth' needs a CUDA GPU and the unsloth package "
                                f"(cuda={has_cuda}, unsloth installed={has_unsloth}); "
                                "install requirements-gpu.txt or use --backend peft")
         return Choice("unsloth", "requested")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from fintune.config import PipelineConfig
 from fintune.data.jsonl import read_jsonl, write_jsonl
+from fintune.errors import MissingError
 from fintune.manifest import atomic_path, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -24,17 +25,28 @@ def pairs_path(cfg: PipelineConfig) -> Path:
     return Path(cfg.data.data_dir) / "dpo.jsonl"
 
 
+def run_stage(cfg: PipelineConfig) -> Path:
+    """DPO from the SFT adapter the training step left beside the output directory."""
+    from fintune.train.backends import cuda_available
+    from fintune.train.trainer import pick_precision, read_adapter_record, sft_dir
+
+    sft = sft_dir(cfg)
+    model_path = read_adapter_record(sft)["base_model_path"]
+    on_cuda = cuda_available()
+    return run(cfg, sft, Path(cfg.train.lora_output_dir), model_path, pick_precision(cfg, on_cuda), on_cuda)
+
+
 def run(cfg: PipelineConfig, sft_dir: Path, out: Path, model_path: str, precision: str, on_cuda: bool) -> Path:
     from datasets import Dataset
     from peft import PeftModel
     from trl import DPOConfig, DPOTrainer
 
     from fintune.train.backends import load_base
-    from fintune.train.trainer import ADAPTER_RECORD, plot_loss
+    from fintune.train.trainer import ADAPTER_RECORD, plot_loss, resolve_optim
 
     path = pairs_path(cfg)
     if not path.is_file():
-        raise FileNotFoundError(f"--dpo needs preference pairs: {path} not found (put prompt/chosen/rejected "
+        raise MissingError(f"--dpo needs preference pairs: {path} not found (put prompt/chosen/rejected "
                                 f"rows in {cfg.data.dataset_folder}/)")
     pairs = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in read_jsonl(path)]
     t = cfg.train
@@ -46,6 +58,7 @@ def run(cfg: PipelineConfig, sft_dir: Path, out: Path, model_path: str, precisio
         gradient_accumulation_steps=t.gradient_accumulation_steps, logging_steps=t.logging_steps,
         save_steps=t.save_steps, save_total_limit=t.save_total_limit, seed=t.train_seed,
         bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not on_cuda,
+        optim=resolve_optim(t.optim, on_cuda),
         max_length=cfg.model.max_seq_length, gradient_checkpointing=t.gradient_checkpointing,
         report_to=["tensorboard"], dataloader_num_workers=0)
     trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(pairs), processing_class=tokenizer)

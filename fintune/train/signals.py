@@ -6,10 +6,12 @@ import contextlib
 import logging
 import signal
 
+from fintune.errors import FintuneError
+
 log = logging.getLogger(__name__)
 
 
-class TrainingInterrupted(RuntimeError):
+class TrainingInterrupted(FintuneError, RuntimeError):
     """Training stopped on a signal after saving a checkpoint."""
 
 

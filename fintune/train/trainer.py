@@ -16,6 +16,7 @@ from pathlib import Path
 
 from fintune.config import PipelineConfig
 from fintune.data.jsonl import read_jsonl, write_jsonl
+from fintune.errors import MissingError, UsageError
 from fintune.manifest import atomic_path, write_json_atomic
 from fintune.templates import detect, tokenize_example
 from fintune.train import backends, signals
@@ -30,11 +31,11 @@ def resolve_checkpoint(value: str | None, checkpoint_dir: str | Path) -> str | N
         return None
     if value not in ("latest", "checkpoint-latest"):
         if not Path(value).is_dir():
-            raise FileNotFoundError(f"--resume_from_checkpoint {value}: no such checkpoint directory")
+            raise MissingError(f"--resume_from_checkpoint {value}: no such checkpoint directory")
         return value
     found = [p for p in Path(checkpoint_dir).glob("checkpoint-*") if re.fullmatch(r"checkpoint-\d+", p.name)]
     if not found:
-        raise FileNotFoundError(f"--resume_from_checkpoint {value}: no checkpoint-N in {checkpoint_dir}")
+        raise MissingError(f"--resume_from_checkpoint {value}: no checkpoint-N in {checkpoint_dir}")
     return str(max(found, key=lambda p: int(p.name.split("-")[1])))
 
 
@@ -51,10 +52,10 @@ def build_dataset(rows: list[dict], tokenizer, family, max_len: int) -> tuple[li
             too_long += 1
             continue
         if all(l == -100 for l in ex["labels"]):
-            raise ValueError(f"row {row['id']}: no assistant token left unmasked")
+            raise UsageError(f"row {row['id']}: no assistant token left unmasked")
         out.append(ex)
     if not out:
-        raise ValueError("no training example fits max_seq_length; raise --max_seq_length")
+        raise UsageError("no training example fits max_seq_length; raise --max_seq_length")
     return out, {"kept": len(out), "dropped_too_long": too_long}
 
 
@@ -82,13 +83,17 @@ def run(cfg: PipelineConfig) -> Path:
     log.info("train: backend %s (%s)", choice.backend, choice.reason)
     model_path = resolve_base_model(cfg.model.base_model)
     on_cuda = backends.cuda_available()
+    if on_cuda:  # refuse before loading anything when the plan says it cannot fit
+        from fintune.train import plan
+
+        plan.require_fit(cfg, choice.backend)
     if choice.backend == "unsloth":
         model, tokenizer = backends.load_unsloth(cfg, model_path)
     else:
         model, tokenizer = backends.load_peft(cfg, model_path, on_cuda)
 
     if t.dpo and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ValueError("--dpo runs in a single process; train SFT under torchrun, then DPO without it")
+        raise UsageError("--dpo runs in a single process; train SFT under torchrun, then DPO without it")
     family = detect(tokenizer.chat_template)
     rows = list(read_jsonl(Path(cfg.data.data_dir) / "train.jsonl"))
     random.Random(t.train_seed).shuffle(rows)
@@ -105,10 +110,13 @@ def run(cfg: PipelineConfig) -> Path:
     resume = resolve_checkpoint(t.resume_from_checkpoint, t.checkpoint_dir)
     if resume:
         log.info("train: resuming from %s (weights, optimizer, scheduler, RNG and data position)", resume)
+    session = session_tokens_callback()
+    trainer.add_callback(session)
     start = time.time()
     with signals.checkpoint_on_signal(trainer) as stopper:
         result = trainer.train(resume_from_checkpoint=resume)
     elapsed = time.time() - start
+    stats["tokens_this_run"] = session.tokens(trainer.state)
     if stopper.received:
         raise signals.TrainingInterrupted(
             f"training stopped by {stopper.received} at step {trainer.state.global_step}; checkpoint saved in "
@@ -119,15 +127,33 @@ def run(cfg: PipelineConfig) -> Path:
             save_adapter(cfg, trainer, tokenizer, model_path, choice, family.name, stats, elapsed, result)
         trainer.accelerator.wait_for_everyone()
         return Path(t.lora_output_dir)
-    if not t.dpo:
-        return save_adapter(cfg, trainer, tokenizer, model_path, choice, family.name, stats, elapsed, result)
-    from fintune.train import dpo
+    # with --dpo this is the SFT adapter; DPO (dpo.run_stage) starts from it in a process of its own
+    out = sft_dir(cfg) if t.dpo else Path(t.lora_output_dir)
+    return save_adapter(cfg, trainer, tokenizer, model_path, choice, family.name, stats, elapsed, result, out=out)
 
-    out = Path(t.lora_output_dir)
-    sft_dir = save_adapter(cfg, trainer, tokenizer, model_path, choice, family.name, stats, elapsed, result,
-                           out=out.with_name(out.name + "-sft"))
-    del trainer, model
-    return dpo.run(cfg, sft_dir, out, model_path, precision, on_cuda)
+
+def sft_dir(cfg: PipelineConfig) -> Path:
+    """Where the SFT adapter goes when DPO follows it."""
+    out = Path(cfg.train.lora_output_dir)
+    return out.with_name(out.name + "-sft")
+
+
+def session_tokens_callback():
+    """A callback that knows how many tokens this run trained: after a resume the
+    trainer's count starts from the checkpoint's, so dividing it by this run's
+    time overstated tokens/s (48,124 printed for ~8,000 real)."""
+    from transformers import TrainerCallback
+
+    class _SessionTokens(TrainerCallback):
+        start = 0
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.start = state.num_input_tokens_seen  # restored from the checkpoint by now
+
+        def tokens(self, state) -> int:
+            return state.num_input_tokens_seen - self.start
+
+    return _SessionTokens()
 
 
 def make_trainer(cfg, model, tokenizer, train_ex, val_ex, precision: str, on_cuda: bool):
@@ -158,6 +184,7 @@ def sft_args(cfg, precision: str, on_cuda: bool, has_val: bool):
         warmup_steps=t.warmup_ratio, weight_decay=t.weight_decay, logging_steps=t.logging_steps,
         save_steps=t.save_steps, save_total_limit=t.save_total_limit, seed=t.train_seed,
         bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not on_cuda,
+        optim=resolve_optim(t.optim, on_cuda),
         max_length=cfg.model.max_seq_length, packing=t.packing,
         gradient_checkpointing=t.gradient_checkpointing,
         eval_strategy="steps" if has_val else "no", eval_steps=t.eval_steps,
@@ -172,13 +199,27 @@ def sft_args(cfg, precision: str, on_cuda: bool, has_val: bool):
     )
 
 
+def resolve_optim(name: str, on_cuda: bool) -> str:
+    """TRL/transformers optimizer name; "auto": 8-bit AdamW (bitsandbytes) on CUDA,
+    as Unsloth's notebooks use, plain AdamW on CPU."""
+    from transformers.training_args import OptimizerNames
+
+    if name == "auto":
+        return "adamw_8bit" if on_cuda else "adamw_torch"
+    valid = [o.value for o in OptimizerNames]
+    if name not in valid:
+        raise UsageError(f"train.optim {name!r} is not an optimizer transformers knows; valid: {', '.join(valid)}")
+    return name
+
+
 def save_adapter(cfg, trainer, tokenizer, model_path, choice, family_name, stats, elapsed, result,
                  out: Path | None = None) -> Path:
     import torch
 
     out = out or Path(cfg.train.lora_output_dir)
     history = trainer.state.log_history
-    trained_tokens = trainer.state.num_input_tokens_seen or None
+    trained_tokens = trainer.state.num_input_tokens_seen or None  # since step 0, resumed runs included
+    session_tokens = stats.get("tokens_this_run") or 0
     with atomic_path(out) as tmp:
         trainer.model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -194,13 +235,15 @@ def save_adapter(cfg, trainer, tokenizer, model_path, choice, family_name, stats
             "world_size": trainer.args.world_size,
             "train_loss": getattr(result, "training_loss", None),
             "peak_rss_mb": _peak_rss_mb(), "trained_tokens": trained_tokens,
+            "tokens_per_second": round(session_tokens / elapsed, 1) if elapsed else None,
             "cuda_peak_mb": (torch.cuda.max_memory_allocated() >> 20) if torch.cuda.is_available() else None,
+            "cuda_reserved_peak_mb": (torch.cuda.max_memory_reserved() >> 20) if torch.cuda.is_available() else None,
             "versions": _versions(),
         })
     log.info("train: %d steps in %.0fs, final loss %s -> %s", trainer.state.global_step, elapsed,
              getattr(result, "training_loss", "?"), out)
     log.info("train: %s trained tokens/s, peak RSS %d MB%s",
-             f"{trained_tokens / elapsed:.0f}" if trained_tokens and elapsed else "?", _peak_rss_mb(),
+             f"{session_tokens / elapsed:.0f}" if session_tokens and elapsed else "?", _peak_rss_mb(),
              f", peak CUDA {torch.cuda.max_memory_allocated() >> 20} MB" if torch.cuda.is_available() else "")
     if trainer.state.best_model_checkpoint:
         log.info("train: best checkpoint by eval loss %.4f: %s (restored)", trainer.state.best_metric,
@@ -249,5 +292,5 @@ def _versions() -> dict:
 def read_adapter_record(adapter_dir: str | Path) -> dict:
     p = Path(adapter_dir) / ADAPTER_RECORD
     if not p.is_file():
-        raise FileNotFoundError(f"{p} not found: {adapter_dir} was not written by the training stage")
+        raise MissingError(f"{p} not found: {adapter_dir} was not written by the training stage")
     return json.loads(p.read_text())

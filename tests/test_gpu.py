@@ -1,0 +1,119 @@
+"""The CUDA path for real: `pytest -m gpu` on a machine with a GPU (skipped elsewhere).
+
+On the embedded SmolLM2 in 4-bit: the whole pipeline through Unsloth for a
+short run, the transformers + PEFT QLoRA backend for a few steps, SIGTERM and
+resume on the GPU, and one DPO step on the GPU. Needs requirements-gpu.txt and
+a built llama.cpp (the export and eval stages run it).
+"""
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, as_flags, require_llama_cpp
+
+pytestmark = pytest.mark.gpu
+
+
+def _flags(root: Path, **extra) -> list[str]:
+    values = {
+        "data_dir": root / "data", "lora_output_dir": root / "lora", "checkpoint_dir": root / "ckpt",
+        "merged_model_dir": root / "merged", "gguf_f16_path": root / "m_f16.gguf",
+        "gguf_q4_path": root / "m_q4_k_m.gguf", "gguf_q8_path": root / "m_q8_0.gguf",
+        "modelfile_path": root / "Modelfile", "eval_dir": root / "eval",
+        "load_in_4bit": True, "num_generated": 600, "per_device_train_batch_size": 8, "max_steps": 30,
+        "save_steps": 10, "eval_steps": 10, "eval_limit": 29, "eval_max_new_tokens": 128,
+        "eval_models": "base,adapter,merged,F16,Q8_0,Q4_K_M", "eval_files": "", "contamination_files": "",
+    }
+    values.update(extra)
+    return ["--config", "configs/cpu-smollm2.yaml", "--manifest", str(root / "run_manifest.json")] + \
+        as_flags({k: str(v) if isinstance(v, Path) else v for k, v in values.items()})
+
+
+@pytest.fixture(scope="module")
+def unsloth_run(tmp_path_factory):
+    pytest.importorskip("unsloth")
+    require_llama_cpp()
+    root = tmp_path_factory.mktemp("gpu-unsloth")
+    out = subprocess.run([sys.executable, "train_financial_model.py"] + _flags(root, backend="unsloth"),
+                         cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return root, out.stdout + out.stderr
+
+
+def test_unsloth_pipeline_completes_every_stage(unsloth_run):
+    root, log = unsloth_run
+    stages = json.loads((root / "run_manifest.json").read_text())["stages"]
+    assert list(stages) == ["data", "train", "merge", "export", "eval"]
+    assert all(rec["status"] == "complete" for rec in stages.values())
+    rec = json.loads((root / "lora" / "fintune_adapter.json").read_text())
+    assert rec["backend"] == "unsloth" and rec["cuda_peak_mb"] > 0 and rec["versions"].get("unsloth")
+    assert "Unsloth should be imported before" not in log  # unsloth first in the training process
+
+
+def test_merge_after_unsloth_training_checks_its_logits(unsloth_run):
+    root, _ = unsloth_run
+    merge = json.loads((root / "merged" / "fintune_merge.json").read_text())
+    assert merge["max_logit_diff"] < 0.1
+
+
+def test_eval_ran_hf_models_on_cuda_and_three_ggufs_exist(unsloth_run):
+    root, _ = unsloth_run
+    for name in ("m_f16.gguf", "m_q8_0.gguf", "m_q4_k_m.gguf"):
+        assert (root / name).stat().st_size > 10_000_000
+    results = json.loads((root / "eval" / "report.json").read_text())["results"]
+    hf = {r["model"]: r for r in results if r["model"] in ("base", "adapter", "merged")}
+    assert set(hf) == {"base", "adapter", "merged"}
+    assert all(r["device"] == "cuda" and r["dtype"] in ("bfloat16", "float16") for r in hf.values())
+
+
+def test_peft_qlora_backend_trains_a_few_steps_on_the_gpu(tmp_path):
+    out = subprocess.run([sys.executable, "train.py"] + _flags(tmp_path, backend="peft", max_steps=6,
+                                                                 save_steps=6, eval_steps=6),
+                         cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    rec = json.loads((tmp_path / "lora" / "fintune_adapter.json").read_text())
+    assert rec["backend"] == "peft" and rec["global_step"] == 6 and rec["cuda_peak_mb"] > 0
+    from safetensors.torch import load_file
+
+    weights = load_file(str(tmp_path / "lora" / "adapter_model.safetensors"))
+    assert any(k.endswith("lora_B.weight") and weights[k].abs().sum() > 0 for k in weights)
+
+
+def test_sigterm_on_the_gpu_saves_and_resume_finishes(tmp_path):
+    pytest.importorskip("unsloth")
+    cmd = [sys.executable, "train.py"] + _flags(tmp_path, backend="unsloth", max_steps=300, save_steps=300,
+                                                eval_steps=300, val_fraction=0.0)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 600
+    while not any((tmp_path / "ckpt").rglob("events.*")):
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.5)
+    time.sleep(3)
+    proc.send_signal(signal.SIGTERM)
+    log, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 130, log[-3000:]
+    assert len(list((tmp_path / "ckpt").glob("checkpoint-*"))) == 1
+    done = subprocess.run(cmd + ["--resume_from_checkpoint", "latest"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert json.loads((tmp_path / "lora" / "fintune_adapter.json").read_text())["global_step"] == 300
+
+
+def test_one_dpo_step_on_the_gpu(tmp_path):
+    pairs = [{"prompt": f"Should I put {p}% of my account on one trade?", "chosen": "No: risk 1-2% per trade.",
+              "rejected": "Yes, go big."} for p in (10, 20, 30, 40)]
+    (tmp_path / "datasets").mkdir()
+    (tmp_path / "datasets" / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    out = subprocess.run([sys.executable, "train.py"] + _flags(
+        tmp_path, backend="peft", max_steps=2, save_steps=2, eval_steps=2, dpo=True, dpo_max_steps=1,
+        dataset_folder=tmp_path / "datasets"), cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    rec = json.loads((tmp_path / "lora" / "fintune_adapter.json").read_text())
+    assert rec["dpo"]["global_step"] == 1 and rec["dpo"]["pairs"] == 4
+    pids = json.loads((tmp_path / "run_manifest.json").read_text())["stages"]["train"]["pids"]
+    assert len(pids) == 2 and pids[0] != pids[1]  # SFT and DPO each in a process of its own
