@@ -1,29 +1,35 @@
-"""Training throughput: this project's settings against TRL SFTTrainer's defaults.
+"""Training throughput: this project's training stage against TRL SFTTrainer's defaults.
 
-    python bench/train_throughput.py [--steps 6] [--batch_size 2]
+    python bench/train_throughput.py [--steps 10] [--config configs/cpu-smollm2.yaml]
 
-Both runs train a fresh LoRA (same rank, targets, learning rate, seed) on the
-embedded default base, for the same number of steps, on the same tokenized
-examples (the generated curriculum, with the assistant-only loss mask), in this
-one process:
+Both runs train a fresh LoRA (same rank, targets, learning rate, seed, batch
+size) on the embedded default base for the same number of steps over the same
+tokenized examples (the generated curriculum, loss on the assistant reply
+only), one after the other in this process:
 
-- "fintune": the training stage's own SFTConfig for the machine's profile
-  (precision chosen by measurement, gradient checkpointing as configured,
-  length-grouped batches);
-- "TRL defaults": SFTConfig with only the run length, batch size, learning
-  rate and seed set, i.e. TRL's defaults for the rest (bf16 autocast on,
-  gradient checkpointing on, random batches padded to their longest row, no
-  packing).
+- "fintune": the training stage as it runs: its precision choice (measured on
+  this CPU), base weights loaded in that precision, its SFTConfig
+  (length-grouped batches, no gradient checkpointing) and its trainer class
+  (on one CPU process, the label-positions loss of fintune/train/loss.py, and
+  LoRA inputs left in bf16 under autocast);
+- "TRL defaults": SFTTrainer given the model's path and a LoraConfig, with
+  SFTConfig left at its defaults but for run length, batch size, learning rate
+  and seed: fp32 weights with bf16 autocast, gradient checkpointing, random
+  batches padded to their longest row, TRL's chunked_nll loss.
 
-It prints trained (non-padding) tokens per second and peak RSS growth for
-each, and last `ratio: fintune tokens/s / TRL-defaults tokens/s`. The second
-run's RSS growth is understated: memory the first run freed stays mapped to
-the process, so only the first figure is a clean one.
+Tokens/s counts trained (non-padding) tokens from the end of the first step to
+the end of the last, so start-up and the first step's kernel selection are left
+out of both. MFU is achieved model FLOP/s over the matmul peak of the precision
+fintune chose, measured here at a training-shaped matmul (2048 x 576 x 1536)
+and at 1024^3, the larger taken. Model FLOPs per trained token: 4 x the frozen
+linear parameters (forward, and the input gradients of the backward) + 6 x the
+LoRA parameters + the attention scores, + 4 x vocab x hidden for the LM head on
+the label tokens; gradient checkpointing's recomputation is not counted as
+useful work. The last line is `ratio: fintune tokens/s / TRL-defaults tokens/s`.
 """
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
 import tempfile
 import time
@@ -31,35 +37,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-
-def _rss_mb() -> float:
-    """Current resident set size (ru_maxrss is a high-water mark for the whole
-    process, so it cannot tell the second run's peak from the first's)."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
-
-
-class PeakRSS:
-    """Samples RSS every 50 ms while the block runs; .growth = peak - start."""
-
-    def __enter__(self):
-        import threading
-
-        self.start = self.peak = _rss_mb()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-        self._thread.start()
-        return self
-
-    def _watch(self):
-        while not self._stop.wait(0.05):
-            self.peak = max(self.peak, _rss_mb())
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.growth = self.peak - self.start
 
 
 def examples(cfg, tokenizer, n: int) -> list[dict]:
@@ -73,30 +50,89 @@ def examples(cfg, tokenizer, n: int) -> list[dict]:
     return out
 
 
-def train_once(name: str, cfg, model_path: str, data: list[dict], make_args) -> dict:
+def step_clock():
+    from transformers import TrainerCallback
+
+    class Clock(TrainerCallback):
+        marks: list = []
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.marks.append((time.perf_counter(), state.num_input_tokens_seen))
+
+    return Clock()
+
+
+def steady_rate(marks) -> tuple[float, int, float]:
+    """(tokens/s after the first step, tokens, seconds)."""
+    (t0, k0), (t1, k1) = marks[0], marks[-1]
+    return (k1 - k0) / (t1 - t0), k1 - k0, t1 - t0
+
+
+def run_fintune(cfg, model_path, data, precision: str, tmp: str):
     from datasets import Dataset
-    from trl import SFTTrainer
 
     from fintune.train.backends import load_peft
+    from fintune.train.loss import lora_inputs_uncast, sft_trainer_class
+    from fintune.train.trainer import sft_args
 
-    model, tokenizer = load_peft(cfg, model_path, on_cuda=False)
-    with tempfile.TemporaryDirectory() as tmp:
-        args = make_args(tmp)
-        trainer = SFTTrainer(model=model, args=args, processing_class=tokenizer, train_dataset=Dataset.from_list(data))
-        with PeakRSS() as rss:
+    model, tokenizer = load_peft(cfg, model_path, on_cuda=False, precision=precision)
+    args = sft_args(cfg, precision, on_cuda=False, has_val=False)
+    args.output_dir, args.report_to, args.save_strategy = tmp, [], "no"
+    clock = step_clock()
+    trainer = sft_trainer_class(lean_loss=True)(model=model, args=args, processing_class=tokenizer,
+                                                 train_dataset=Dataset.from_list(data), callbacks=[clock])
+    with lora_inputs_uncast(model, precision == "bf16"):
+        trainer.train()
+    return clock.marks, args
+
+
+def run_trl_defaults(cfg, model_path, data, tmp: str):
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    t = cfg.train
+    args = SFTConfig(output_dir=tmp, max_steps=t.max_steps, per_device_train_batch_size=t.per_device_train_batch_size,
+                     learning_rate=t.learning_rate, seed=t.train_seed, use_cpu=True, report_to=[],
+                     save_strategy="no", logging_steps=t.max_steps, include_num_input_tokens_seen="non_padding")
+    lora = LoraConfig(r=cfg.lora.lora_r, lora_alpha=cfg.lora.lora_alpha, lora_dropout=cfg.lora.lora_dropout,
+                      target_modules=list(cfg.lora.target_modules), task_type="CAUSAL_LM")
+    clock = step_clock()
+    trainer = SFTTrainer(model=model_path, args=args, peft_config=lora,
+                         processing_class=AutoTokenizer.from_pretrained(model_path),
+                         train_dataset=Dataset.from_list(data), callbacks=[clock])
+    trainer.train()
+    return clock.marks, args
+
+
+def matmul_peak(precision: str) -> float:
+    import torch
+
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    best = 0.0
+    for m, k, n in ((2048, 576, 1536), (1024, 1024, 1024)):
+        a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
+        a @ b
+        fastest = float("inf")
+        for _ in range(10):
             start = time.perf_counter()
-            trainer.train()
-            seconds = time.perf_counter() - start
-    tokens = trainer.state.num_input_tokens_seen
-    res = {"name": name, "seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds,
-           "peak_rss_growth_mb": rss.growth, "bf16": args.bf16,
-           "gradient_checkpointing": args.gradient_checkpointing,
-           "group_by_length": getattr(args, "train_sampling_strategy", None) == "group_by_length"}
-    print(f"{name:14s} {tokens:7d} tokens in {seconds:7.1f} s = {res['tokens_per_s']:7.1f} tokens/s, "
-          f"peak RSS +{res['peak_rss_growth_mb']:.0f} MB (bf16={res['bf16']}, "
-          f"gradient_checkpointing={res['gradient_checkpointing']}, grouped={res['group_by_length']})", flush=True)
-    del trainer, model
-    return res
+            a @ b
+            fastest = min(fastest, time.perf_counter() - start)
+        best = max(best, 2 * m * k * n / fastest)
+    return best
+
+
+def flops_per_token(cfg, model_path: str, data: list[dict]) -> float:
+    from fintune.train.plan import Shapes, model_config, trainable
+
+    s = Shapes.of(model_config(model_path))
+    linear, _ = s.params()
+    tokens = sum(len(d["input_ids"]) for d in data)
+    label_share = sum(sum(l != -100 for l in d["labels"]) for d in data) / tokens
+    mean_len = tokens / len(data)
+    attention = 6 * s.L * s.h * mean_len  # causal scores and weighted sum, forward + backward
+    return 4 * linear + 6 * trainable(cfg, s) + attention + 4 * s.V * s.h * label_share
 
 
 def main(argv=None) -> int:
@@ -106,38 +142,30 @@ def main(argv=None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default=str(ROOT / "configs" / "cpu-smollm2.yaml"))
-    p.add_argument("--steps", type=int, default=6)
-    p.add_argument("--batch_size", type=int, default=2)
+    p.add_argument("--steps", type=int, default=10)
     args = p.parse_args(argv)
-    cfg = build_config(load_yaml(args.config), {"max_steps": args.steps,
-                                                 "per_device_train_batch_size": args.batch_size})
+    cfg = build_config(load_yaml(args.config), {"max_steps": args.steps, "val_fraction": 0.0})
     model_path = resolve_base_model(cfg.model.base_model)
     from transformers import AutoTokenizer
-    from trl import SFTConfig
 
-    data = examples(cfg, AutoTokenizer.from_pretrained(model_path), args.steps * args.batch_size * 4)
-    t = cfg.train
+    data = examples(cfg, AutoTokenizer.from_pretrained(model_path), args.steps * cfg.train.per_device_train_batch_size)
     precision = pick_precision(cfg, on_cuda=False)
-
-    def ours(tmp):
-        from fintune.train.trainer import sft_args
-
-        run_cfg = build_config(load_yaml(args.config), {"max_steps": args.steps, "checkpoint_dir": tmp,
-                                                         "per_device_train_batch_size": args.batch_size})
-        return sft_args(run_cfg, precision, on_cuda=False, has_val=False)
-
-    def trl_defaults(tmp):
-        return SFTConfig(output_dir=tmp, max_steps=t.max_steps, per_device_train_batch_size=t.per_device_train_batch_size,
-                         learning_rate=t.learning_rate, seed=t.train_seed, use_cpu=True, report_to=[],
-                         save_strategy="no", logging_steps=t.max_steps,
-                         include_num_input_tokens_seen="non_padding")
-
-    print(f"{model_path}: {args.steps} steps, batch {args.batch_size}, {len(data)} examples; "
-          f"precision chosen by the stage: {precision}", flush=True)
-    a = train_once("fintune", cfg, model_path, data, ours)
-    b = train_once("TRL defaults", cfg, model_path, data, trl_defaults)
-    print(f"peak RSS growth: fintune {a['peak_rss_growth_mb']:.0f} MB, TRL defaults {b['peak_rss_growth_mb']:.0f} MB")
-    print(f"ratio: {a['tokens_per_s'] / b['tokens_per_s']:.2f}")
+    peak = matmul_peak(precision)
+    per_token = flops_per_token(cfg, model_path, data)
+    print(f"{model_path}: {args.steps} steps, batch {cfg.train.per_device_train_batch_size}, {len(data)} examples; "
+          f"precision chosen by the stage: {precision}; {precision} matmul peak {peak / 1e9:.0f} GFLOP/s", flush=True)
+    rates = {}
+    for name, run in (("fintune", lambda tmp: run_fintune(cfg, model_path, data, precision, tmp)),
+                      ("TRL defaults", lambda tmp: run_trl_defaults(cfg, model_path, data, tmp))):
+        with tempfile.TemporaryDirectory() as tmp:
+            marks, targs = run(tmp)
+        rate, tokens, seconds = steady_rate(marks)
+        rates[name] = rate
+        print(f"{name:13s} {tokens:6d} tokens in {seconds:6.1f} s = {rate:6.1f} tokens/s, MFU {100 * rate * per_token / peak:4.1f}% "
+              f"(bf16={targs.bf16}, gradient_checkpointing={targs.gradient_checkpointing}, "
+              f"sampling={getattr(targs, 'train_sampling_strategy', '?')}, loss="
+              f"{'label positions' if name == 'fintune' else targs.loss_type})", flush=True)
+    print(f"ratio: {rates['fintune'] / rates['TRL defaults']:.2f}")
     return 0
 
 

@@ -71,10 +71,10 @@ def unsloth_responses_only(trainer, family):
                                    response_part=family.response_part)
 
 
-def load_peft(cfg: PipelineConfig, model_path: str, on_cuda: bool):
+def load_peft(cfg: PipelineConfig, model_path: str, on_cuda: bool, precision: str = "fp32"):
     from peft import LoraConfig, get_peft_model
 
-    model, tokenizer = load_base(cfg, model_path, on_cuda)
+    model, tokenizer = load_base(cfg, model_path, on_cuda, precision)
     lora = LoraConfig(r=cfg.lora.lora_r, lora_alpha=cfg.lora.lora_alpha,
                       lora_dropout=cfg.lora.lora_dropout, target_modules=list(cfg.lora.target_modules),
                       bias="none", task_type="CAUSAL_LM")
@@ -85,9 +85,12 @@ def load_peft(cfg: PipelineConfig, model_path: str, on_cuda: bool):
     return get_peft_model(model, lora), tokenizer
 
 
-def load_base(cfg: PipelineConfig, model_path: str, on_cuda: bool):
+def load_base(cfg: PipelineConfig, model_path: str, on_cuda: bool, precision: str = "fp32"):
     """The base model for LoRA: NF4 with double quantization on CUDA (QLoRA)
-    when load_in_4bit, else full precision; and its tokenizer."""
+    when load_in_4bit; on a CPU training in bf16, the frozen weights in bf16
+    (autocast would otherwise cast every fp32 weight again at every step);
+    else fp32. LoRA weights stay fp32 either way (PEFT keeps adapters in fp32).
+    And its tokenizer."""
     import torch
     from peft import prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -101,6 +104,8 @@ def load_base(cfg: PipelineConfig, model_path: str, on_cuda: bool):
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch.bfloat16)
         kwargs["dtype"] = torch.bfloat16
+    elif not on_cuda and precision == "bf16":
+        kwargs["dtype"] = torch.bfloat16
     else:
         # LoRA weights and optimizer state in fp32; bf16 speed comes from autocast.
         kwargs["dtype"] = torch.float32
@@ -110,11 +115,14 @@ def load_base(cfg: PipelineConfig, model_path: str, on_cuda: bool):
     return model, tokenizer
 
 
-def bf16_matmul_speedup(n: int = 256, reps: int = 5) -> float:
-    """fp32 time / bf16 time for an n x n matmul on this CPU (0.0: not measured).
+def bf16_matmul_speedup(m: int = 2048, k: int = 576, n: int = 1536, reps: int = 5) -> float:
+    """fp32 time / bf16 time for the training step's typical matmul on this CPU
+    (0.0: not measured). The default shape is an MLP projection of the CPU
+    profile's batch (8 rows of ~260 tokens x hidden 576 x intermediate 1536):
+    square 256 x 256 timings said bf16 1.7x faster on an AVX512-BF16 CPU where
+    training shapes gain more (AMX, measured 1.9 ms bf16 vs 16 ms fp32 here).
 
-    CPUs with AMX or AVX512-BF16 run bf16 GEMMs several times faster than fp32;
-    an AVX2-only x86 CPU has no bf16 instructions and runs them ~70x slower
+    An AVX2-only x86 CPU has no bf16 instructions and runs them ~70x slower
     (1.8 vs 123 GFLOP/s measured), so there it is not measured at all: with
     another process busy, its multi-threaded fp32 GEMM slowed more than the
     bf16 one, the ratio came out 1.70, and training ran at 100 s a step instead
@@ -128,7 +136,7 @@ def bf16_matmul_speedup(n: int = 256, reps: int = 5) -> float:
     if platform.machine().lower() in ("x86_64", "amd64") and \
             not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
         return 0.0
-    mats = {dt: (torch.randn(n, n).to(dt), torch.randn(n, n).to(dt)) for dt in (torch.float32, torch.bfloat16)}
+    mats = {dt: (torch.randn(m, k).to(dt), torch.randn(k, n).to(dt)) for dt in (torch.float32, torch.bfloat16)}
     best = dict.fromkeys(mats, float("inf"))
     for a, b in mats.values():
         a @ b  # warm-up: the first call picks kernels

@@ -50,7 +50,7 @@ def run(cfg: PipelineConfig, sft_dir: Path, out: Path, model_path: str, precisio
                                 f"rows in {cfg.data.dataset_folder}/)")
     pairs = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in read_jsonl(path)]
     t = cfg.train
-    base, tokenizer = load_base(cfg, model_path, on_cuda)
+    base, tokenizer = load_base(cfg, model_path, on_cuda, precision)
     model = PeftModel.from_pretrained(base, sft_dir, is_trainable=True)
     args = DPOConfig(
         output_dir=str(Path(t.checkpoint_dir) / "dpo"), beta=t.dpo_beta, learning_rate=t.dpo_learning_rate,

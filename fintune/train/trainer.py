@@ -20,6 +20,7 @@ from fintune.errors import MissingError, UsageError
 from fintune.manifest import atomic_path, write_json_atomic
 from fintune.templates import detect, tokenize_example
 from fintune.train import backends, signals
+from fintune.train.loss import lora_inputs_uncast
 
 log = logging.getLogger(__name__)
 ADAPTER_RECORD = "fintune_adapter.json"
@@ -87,10 +88,11 @@ def run(cfg: PipelineConfig) -> Path:
         from fintune.train import plan
 
         plan.require_fit(cfg, choice.backend)
+    precision = pick_precision(cfg, on_cuda)
     if choice.backend == "unsloth":
         model, tokenizer = backends.load_unsloth(cfg, model_path)
     else:
-        model, tokenizer = backends.load_peft(cfg, model_path, on_cuda)
+        model, tokenizer = backends.load_peft(cfg, model_path, on_cuda, precision)
 
     if t.dpo and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UsageError("--dpo runs in a single process; train SFT under torchrun, then DPO without it")
@@ -103,7 +105,6 @@ def run(cfg: PipelineConfig) -> Path:
     log.info("train: %d examples (%d dropped over max_seq_length=%d), %d validation, template %s",
              stats["kept"], stats["dropped_too_long"], cfg.model.max_seq_length, len(val_ex), family.name)
 
-    precision = pick_precision(cfg, on_cuda)
     trainer = make_trainer(cfg, model, tokenizer, train_ex, val_ex, precision, on_cuda)
     if choice.backend == "unsloth":
         trainer = backends.unsloth_responses_only(trainer, family)
@@ -113,7 +114,8 @@ def run(cfg: PipelineConfig) -> Path:
     session = session_tokens_callback()
     trainer.add_callback(session)
     start = time.time()
-    with signals.checkpoint_on_signal(trainer) as stopper:
+    lean = not on_cuda and precision == "bf16" and choice.backend == "peft"
+    with signals.checkpoint_on_signal(trainer) as stopper, lora_inputs_uncast(model, lean):
         result = trainer.train(resume_from_checkpoint=resume)
     elapsed = time.time() - start
     stats["tokens_this_run"] = session.tokens(trainer.state)
@@ -158,7 +160,8 @@ def session_tokens_callback():
 
 def make_trainer(cfg, model, tokenizer, train_ex, val_ex, precision: str, on_cuda: bool):
     from datasets import Dataset
-    from trl import SFTTrainer
+
+    from fintune.train.loss import sft_trainer_class
 
     t = cfg.train
     args = sft_args(cfg, precision, on_cuda, has_val=bool(val_ex))
@@ -167,7 +170,9 @@ def make_trainer(cfg, model, tokenizer, train_ex, val_ex, precision: str, on_cud
         from transformers import EarlyStoppingCallback
 
         callbacks.append(EarlyStoppingCallback(t.early_stopping_patience, t.early_stopping_threshold))
-    return SFTTrainer(model=model, args=args, processing_class=tokenizer,
+    # one CPU process: the label-positions loss (train/loss.py); else TRL's own
+    trainer_class = sft_trainer_class(lean_loss=not on_cuda and int(os.environ.get("WORLD_SIZE", "1")) == 1)
+    return trainer_class(model=model, args=args, processing_class=tokenizer,
                       train_dataset=Dataset.from_list(train_ex),
                       eval_dataset=Dataset.from_list(val_ex) if val_ex else None, callbacks=callbacks)
 
