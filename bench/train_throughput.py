@@ -3,9 +3,9 @@
     python bench/train_throughput.py [--steps 10] [--config configs/cpu-smollm2.yaml]
 
 Both runs train a fresh LoRA (same rank, targets, learning rate, seed, batch
-size) on the embedded default base for the same number of steps over the same
-tokenized examples (the generated curriculum, loss on the assistant reply
-only), one after the other in this process:
+size) on the embedded default base for the same number of steps, their batches
+drawn from the same pool of tokenized examples (the generated curriculum, loss
+on the assistant reply only), one after the other in this process:
 
 - "fintune": the training stage as it runs: its precision choice (measured on
   this CPU), base weights loaded in that precision, its SFTConfig
@@ -143,16 +143,18 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default=str(ROOT / "configs" / "cpu-smollm2.yaml"))
     p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--pool", type=int, default=512, help="examples the batches are drawn from")
     args = p.parse_args(argv)
     cfg = build_config(load_yaml(args.config), {"max_steps": args.steps, "val_fraction": 0.0})
     model_path = resolve_base_model(cfg.model.base_model)
     from transformers import AutoTokenizer
 
-    data = examples(cfg, AutoTokenizer.from_pretrained(model_path), args.steps * cfg.train.per_device_train_batch_size)
+    # a pool like the real run's (2,000 rows), so length grouping has rows to group; both runs see the same one
+    data = examples(cfg, AutoTokenizer.from_pretrained(model_path), args.pool)
     precision = pick_precision(cfg, on_cuda=False)
     peak = matmul_peak(precision)
     per_token = flops_per_token(cfg, model_path, data)
-    print(f"{model_path}: {args.steps} steps, batch {cfg.train.per_device_train_batch_size}, {len(data)} examples; "
+    print(f"{model_path}: {args.steps} steps, batch {cfg.train.per_device_train_batch_size}, drawn from {len(data)} examples; "
           f"precision chosen by the stage: {precision}; {precision} matmul peak {peak / 1e9:.0f} GFLOP/s", flush=True)
     rates = {}
     for name, run in (("fintune", lambda tmp: run_fintune(cfg, model_path, data, precision, tmp)),

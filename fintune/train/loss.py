@@ -8,15 +8,17 @@ at batch 8: exp, log-softmax, argmax and casts over the 256 x 49,152 chunks).
 Here each chunk's loss and its gradient with respect to the hidden states are
 computed together in the forward pass (as Liger's fused linear cross-entropy
 does on GPUs), while the chunk's logits are still in cache; the backward pass
-only scales the stored gradient. One [N, V] log-softmax instead of chunks was
-slower still: the fp32 logits do not fit in cache. The loss equals the
+only scales the stored gradient. On 2 cores every pass over the logits is
+memory-bound, so there are two: an fp32 log-softmax for the loss and a softmax
+in the matmul's dtype for the gradient (one [N, V] log-softmax instead of
+chunks was slower still). The loss equals the
 cross-entropy transformers computes (tests/test_packing.py compares both and
 their gradients). On a GPU, and under torchrun (whose DDP wrapper must see the
 forward call), TRL's loss is kept.
 """
 from __future__ import annotations
 
-CHUNK = 256
+CHUNK = 64  # rows of logits at a time: 64 x 49,152 in fp32 is 12.5 MB
 
 
 def _fused_ce():
@@ -31,13 +33,12 @@ def _fused_ce():
             grad = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
             for start in range(0, hidden.shape[0], CHUNK):
                 h, t = hidden[start:start + CHUNK], targets[start:start + CHUNK]
-                logits = (h @ weight.T).float()
-                lse = logits.logsumexp(-1)
-                total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
-                if grad is not None:  # d loss / d logits = softmax - one_hot
-                    probs = (logits - lse[:, None]).exp_()
+                logits = h @ weight.T
+                total -= torch.log_softmax(logits, dim=-1, dtype=torch.float32).gather(1, t[:, None]).sum()
+                if grad is not None:  # d loss / d logits = softmax - one_hot, in the matmul's dtype
+                    probs = torch.softmax(logits, dim=-1)
                     probs[torch.arange(len(t)), t] -= 1
-                    grad[start:start + CHUNK] = probs.to(h.dtype) @ weight.to(h.dtype)
+                    grad[start:start + CHUNK] = probs @ weight.to(probs.dtype)
             ctx.save_for_backward(grad)
             return total
 
@@ -85,7 +86,7 @@ def sft_trainer_class(lean_loss: bool):
             # the decoder is called directly, past accelerate's autocast wrapper of model.forward
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(self.args.bf16)):
                 loss = label_positions_loss(model, inputs, num_items_in_batch)
-            return (loss, None) if return_outputs else loss
+            return (loss, {"loss": loss}) if return_outputs else loss  # eval reads outputs as a dict
 
     return LabelPositionsSFTTrainer
 
