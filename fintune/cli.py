@@ -69,6 +69,9 @@ def pipeline_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="profile YAML (default: chosen by hardware from configs/)")
     p.add_argument("--manifest", default="outputs/run_manifest.json")
     p.add_argument("--dry_run", action="store_true", help="print the plan and memory/disk estimates; run nothing")
+    p.add_argument("--quick", action="store_true",
+                   help="every stage on a slice (a few steps, the first quant type, a few eval items) into "
+                        "a quick/ folder beside the manifest, to check a setup end to end")
     for flag in SKIP_FLAGS:
         p.add_argument(f"--{flag}", action="store_true")
     add_config_flags(p)
@@ -91,11 +94,17 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = load_config(args)
+        manifest = Path(args.manifest)
+        if args.quick:
+            from fintune.quick import quick_config
+
+            cfg, manifest = quick_config(cfg, manifest, set(overrides_from_args(args)))
+            log.info("--quick: every stage on a slice, into %s (the real run is not touched)", manifest.parent)
         if args.dry_run:
             return dry_run(cfg)
         skip = {f for f in SKIP_FLAGS if getattr(args, f)}
-        run_pipeline(cfg, Path(args.manifest), skip)
-        finish(cfg, Path(args.manifest), artifact_listing)
+        run_pipeline(cfg, manifest, skip)
+        finish(cfg, manifest, artifact_listing)
     except FintuneError as e:
         return report_error(e)
     return 0

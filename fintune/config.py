@@ -121,6 +121,10 @@ class TrainConfig:
     # transformers/TRL optimizer name; auto = adamw_8bit on CUDA (Unsloth's notebooks;
     # paged_adamw_8bit for small cards), adamw_torch on CPU
     optim: str = "auto"
+    # memory allocator of the CPU training process: glibc's fragments over a run
+    # (RSS 2.2 -> 5.4 GB, tokens/s 541 -> ~400 over 140 steps, measured) and
+    # mimalloc (the cmeel-mimalloc wheel) does not; "system" keeps glibc's
+    cpu_allocator: str = "mimalloc"
     packing: bool = False
     # TRL turns it on by default; it trades ~30% step time for activation memory,
     # which a small model on CPU does not need.
@@ -141,6 +145,8 @@ class TrainConfig:
     def __post_init__(self):
         _check(self.backend in ("auto", "unsloth", "peft"),
                f"train.backend must be one of auto, unsloth, peft; got {self.backend!r}")
+        _check(self.cpu_allocator in ("mimalloc", "system"),
+               f"train.cpu_allocator must be mimalloc or system; got {self.cpu_allocator!r}")
         _check(self.precision in ("auto", "bf16", "fp16", "fp32"),
                f"train.precision must be one of auto, bf16, fp16, fp32; got {self.precision!r}")
         _check(self.learning_rate > 0, "train.learning_rate must be > 0")
@@ -227,6 +233,9 @@ class EvalConfig:
     # GGUF evals: llama-server slots decoding together, 2.1x faster than one
     # llama-completion per prompt (measured, 2 cores); 1 = llama-completion
     eval_parallel: int = 4
+    # GGUF replies cached by content (model sha256, prompt, settings) in the fintune
+    # cache folder: a rerun, or another project on this machine, reuses the base model's
+    eval_cache: bool = True
 
     def __post_init__(self):
         _check(self.eval_limit > 0, "eval.eval_limit must be > 0")

@@ -161,6 +161,7 @@ def run_in_child(stage: str, entry: str, cfg: PipelineConfig, on_start=None) -> 
         env = dict(os.environ)
         # the package must import in the child whatever the working directory
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH")) if p)
+        env.update(allocator_env(entry, cfg))
         proc = subprocess.Popen([sys.executable, "-m", "fintune.worker", entry, str(cfg_path), str(result_path)],
                                 env=env, process_group=0)
         if on_start:
@@ -173,6 +174,33 @@ def run_in_child(stage: str, entry: str, cfg: PipelineConfig, on_start=None) -> 
         raise TrainingInterrupted(result.get("error") or f"stage {stage} stopped by a signal")
     error = result.get("error") or f"the process ended with exit code {code} and no result (killed?)"
     raise StageProcessError(stage, code, error)
+
+
+def mimalloc_path() -> Path | None:
+    """libmimalloc.so from the cmeel-mimalloc wheel, if installed."""
+    import sysconfig
+
+    for root in dict.fromkeys([sysconfig.get_paths()["purelib"], *sys.path]):
+        lib = Path(root) / "cmeel.prefix" / "lib" / "libmimalloc.so"
+        if lib.is_file():
+            return lib
+    return None
+
+
+def allocator_env(entry: str, cfg: PipelineConfig) -> dict[str, str]:
+    """LD_PRELOAD of mimalloc for a training step on a CPU (train.cpu_allocator)."""
+    if cfg.train.cpu_allocator != "mimalloc" or not entry.startswith("fintune.train.") \
+            or not sys.platform.startswith("linux"):
+        return {}
+    from fintune.train.backends import cuda_available
+
+    lib = mimalloc_path()
+    if cuda_available() or lib is None:
+        if lib is None:
+            log.info("train: cmeel-mimalloc not installed; the training process uses glibc's allocator")
+        return {}
+    log.info("train: the training process allocates through mimalloc (%s)", lib)
+    return {"LD_PRELOAD": os.pathsep.join(p for p in (str(lib), os.environ.get("LD_PRELOAD")) if p)}
 
 
 def _wait_forwarding_signals(proc: subprocess.Popen) -> int:

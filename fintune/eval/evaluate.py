@@ -3,12 +3,14 @@ stage and ``python -m fintune.eval``)."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
 
 from fintune.data.jsonl import DataError, read_jsonl_numbered
 from fintune.errors import FintuneError
 from fintune.eval.report import score_set, stratified
 from fintune.eval.runner import build_prompt
+from fintune.eval.stop import RULE
 
 REQUIRED = ("id", "question", "answer_numeric")
 
@@ -53,11 +55,15 @@ def evaluate(runner, items: list[dict], eval_set: str, with_context: bool, max_n
              batch_size: int, eval_file: str | Path | None = None) -> tuple[dict, list[dict]]:
     prompts = [build_prompt(runner.tokenizer, it, with_context) for it in items]
     tokens0, seconds0, start = runner.tokens, runner.seconds, time.time()
+    cached0, stops0 = runner.cached, Counter(runner.stops)
     outputs = runner.generate(prompts, max_new_tokens, batch_size)
     result, rows = score_set(runner.name, eval_set, items, outputs, time.time() - start, with_context, prompts)
     # --rescore finds the items (gold, wording, family) here
     result["eval_file"] = str(eval_file) if eval_file else None
     result["device"], result["dtype"] = runner.device, runner.dtype
+    result["replies_from_cache"] = runner.cached - cached0
+    result["stopped_by_rule"] = dict(Counter(runner.stops) - stops0)
+    result["stop_rule"] = RULE
     gen_tokens, gen_seconds = runner.tokens - tokens0, runner.seconds - seconds0
     result["tokens_per_second"] = round(gen_tokens / gen_seconds, 1) if gen_seconds else None
     by_id = {it["id"]: p for it, p in zip(items, prompts)}

@@ -142,6 +142,12 @@ def markdown(results: list[dict]) -> str:
     legend = f"\nScoring: {results[0].get('scoring', SCORING)}\n" if results else ""
     devices = dict.fromkeys(f"{r['model']} {r['device']} ({r['dtype']})" for r in results if r.get("device"))
     legend += f"Ran on: {', '.join(devices)}\n" if devices else ""
+    if any("stop_rule" in r for r in results):
+        cut = ", ".join(f"{r['model']} {sum(r['stopped_by_rule'].values())}/{r['n']}" for r in results
+                        if r.get("stopped_by_rule") is not None)
+        legend += f"Stop rule: {results[0]['stop_rule']}; replies it ended: {cut}\n"
+    cached = [f"{r['model']} {r['replies_from_cache']}/{r['n']}" for r in results if r.get("replies_from_cache")]
+    legend += f"Replies from the reply cache (same model file, prompt and settings): {', '.join(cached)}\n" if cached else ""
     return "\n".join(lines) + "\n" + legend + "".join(per_category_table(results, s) for s in
                                                         dict.fromkeys(r["eval_set"] for r in results))
 

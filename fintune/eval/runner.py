@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +66,7 @@ class GGUFChatTemplate:
 class _Counted:
     tokens: int = 0
     seconds: float = 0.0
+    cached: int = 0  # replies taken from a cache instead of generated
 
     @property
     def tokens_per_second(self) -> float:
@@ -101,10 +103,13 @@ class HFRunner(_Counted):
             model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
         self.model = model.to(self.device).eval()
         self.tokens, self.seconds = 0, 0.0
+        self.stops: Counter = Counter()
         log.info("eval: %s on %s in %s", self.name, self.device, self.dtype)
 
     def generate(self, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
         import torch
+
+        from fintune.eval.stop import cut
 
         tok, s = self.tokenizer, self.sampling
         out: list[str] = [""] * len(prompts)
@@ -124,7 +129,10 @@ class HFRunner(_Counted):
             new = gen[:, enc["input_ids"].shape[1]:]
             self.tokens += int((new != tok.pad_token_id).sum())
             for row, i in enumerate(idx):
-                out[i] = tok.decode(new[row], skip_special_tokens=True)
+                # the batch decodes to its longest reply: the stop rule is applied after
+                out[i], reason = cut(tok.decode(new[row], skip_special_tokens=True),
+                                     open_think=prompts[i].endswith("<think>\n"))
+                self.stops.update([reason] if reason else [])
             log.info("eval: %s %d/%d generated (%.0fs)", self.name, min(b + batch_size, len(order)),
                      len(order), time.time() - start)
         self.seconds += time.time() - start
@@ -150,7 +158,8 @@ class GGUFRunner(_Counted):
     SmolLM2-135M on 2 cores)."""
 
     def __init__(self, gguf: str | Path, llama_cpp_path: str | Path, tokenizer_dir: str | Path | None = None,
-                 name: str | None = None, sampling: Sampling = GREEDY, parallel: int = 1):
+                 name: str | None = None, sampling: Sampling = GREEDY, parallel: int = 1,
+                 cache_dir: str | Path | None = None):
         from fintune.export.llama_cpp import LlamaCpp
 
         self.gguf = Path(gguf)
@@ -166,50 +175,74 @@ class GGUFRunner(_Counted):
             self.tokenizer = GGUFChatTemplate(self.gguf)
         self.tokens, self.seconds = 0, 0.0
         self.device, self.dtype = "cpu (llama.cpp)", "gguf"
+        if cache_dir is not None:
+            from fintune.eval.cache import ReplyCache
+            from fintune.eval.stop import RULE
+
+            # what decides a reply besides prompt, seed and token limit
+            self.cache = ReplyCache(cache_dir, self.gguf, {
+                "temperature": sampling.temperature, "top_p": sampling.top_p, "stop_rule": RULE,
+                "llama_cpp": self.lc.version(), "slots": parallel})
+        else:
+            self.cache = None
+        self.cached = 0            # replies taken from the cache
+        self.stops: Counter = Counter()  # replies the stop rule ended, by reason
 
     def close(self) -> None:
         pass
 
     def generate(self, prompts: list[str], max_new_tokens: int, batch_size: int = 1) -> list[str]:
+        """Replies under the stop rule (eval/stop.py); replies in the cache are not generated again."""
+        from fintune.export.llama_cpp import Completion
+
+        seeds = [self.sampling.seed + i + 1 for i in range(len(prompts))]
+        keys = [self.cache.key(p, seed, max_new_tokens) for p, seed in zip(prompts, seeds)] if self.cache \
+            else [None] * len(prompts)
+        out: list = [None] * len(prompts)
+        for i, key in enumerate(keys):
+            if key and (rec := self.cache.get(key)):
+                out[i] = Completion(rec["text"], rec["n_tokens"], rec["seconds"], rec["stop_reason"])
+                self.cached += 1
+        todo = [i for i, c in enumerate(out) if c is None]
+        if todo:
+            for i, c in zip(todo, self._generate([prompts[i] for i in todo], [seeds[i] for i in todo], max_new_tokens)):
+                out[i] = c
+                if keys[i]:
+                    self.cache.put(keys[i], c.text, c.n_tokens, c.eval_seconds, c.stop_reason)
+        self.stops.update(c.stop_reason for c in out if c.stop_reason)
+        return [c.text for c in out]
+
+    def _generate(self, prompts: list[str], seeds: list[int], n: int) -> list:
+        from fintune.eval.stop import cut
         from fintune.export.llama_cpp import LlamaCppError, LlamaServer
 
-        s, start = self.sampling, time.time()
-        complete = None
-        server = None
+        s, start, server = self.sampling, time.time(), None
         if self.parallel > 1:
             try:
                 server = LlamaServer(self.lc, self.gguf, slots=self.parallel).__enter__()
-                complete = server.complete
             except LlamaCppError as e:
                 log.info("eval: llama-server unavailable (%s); one llama-completion per prompt", str(e)[:120])
-        if complete is None:
-            def complete(prompt, n, temperature, top_p, seed):
-                return self.lc.complete(self.gguf, prompt, n, temperature=temperature, top_p=top_p, seed=seed)
+
+        def one(i):
+            rule = lambda text: cut(text, open_think=prompts[i].endswith("<think>\n"))  # noqa: E731
+            if server:  # streamed, dropped as soon as the rule says the reply is over
+                c = server.complete(prompts[i], n, temperature=s.temperature, top_p=s.top_p, seed=seeds[i], stop=rule)
+            else:
+                c = self.lc.complete(self.gguf, prompts[i], n, temperature=s.temperature, top_p=s.top_p, seed=seeds[i])
+                c.text, c.stop_reason = rule(c.text)
+            if (i + 1) % 20 == 0 or i + 1 == len(prompts):
+                log.info("eval: %s %d/%d generated (%.0fs)", self.name, i + 1, len(prompts), time.time() - start)
+            return c
+
+        from concurrent.futures import ThreadPoolExecutor
+
         try:
-            results = self._map(complete, prompts, max_new_tokens, s, start)
+            with ThreadPoolExecutor(max_workers=max(1, self.parallel)) as pool:
+                results = list(pool.map(one, range(len(prompts))))
         finally:
             if server:
                 server.__exit__()
-        # with parallel slots the per-request times overlap: count wall time instead
-        if server:
-            self.seconds += time.time() - start - sum(c.eval_seconds for c in results)
-        return [c.text for c in results]
-
-    def _map(self, complete, prompts, n, s, start):
-        import threading
-        from concurrent.futures import ThreadPoolExecutor
-
-        lock = threading.Lock()
-
-        def one(i):
-            c = complete(prompts[i], n, temperature=s.temperature, top_p=s.top_p, seed=s.seed + i + 1)
-            with lock:
-                self.tokens += c.n_tokens
-                self.seconds += c.eval_seconds
-            done = i + 1
-            if done % 20 == 0 or done == len(prompts):
-                log.info("eval: %s %d/%d generated (%.0fs)", self.name, done, len(prompts), time.time() - start)
-            return c
-
-        with ThreadPoolExecutor(max_workers=max(1, self.parallel)) as pool:
-            return list(pool.map(one, range(len(prompts))))
+        self.tokens += sum(c.n_tokens for c in results)
+        # with parallel slots the requests overlap: wall time, not the sum of theirs
+        self.seconds += time.time() - start if server else sum(c.eval_seconds for c in results)
+        return results

@@ -39,15 +39,18 @@ def runners(cfg: PipelineConfig, base_path: str):
     """(name, runner factory) for every model in eval_models, in that order."""
     from fintune.train.backends import cuda_available
 
+    from fintune.models import cache_dir
+
     adapter, lcp = cfg.train.lora_output_dir, cfg.export.llama_cpp_path
     sampling = R1_SAMPLING if cfg.eval.eval_sampling == "r1" else GREEDY
+    replies = cache_dir() / "eval-replies" if cfg.eval.eval_cache else None
     for name in cfg.eval.eval_models:
         if name == "base":
             if cuda_available():
                 yield name, lambda: HFRunner(base_path, None, name="base", sampling=sampling)
             else:
                 yield name, lambda: GGUFRunner(base_gguf(cfg, base_path), lcp, adapter, "base", sampling,
-                                               cfg.eval.eval_parallel)
+                                               cfg.eval.eval_parallel, replies)
         elif name == "adapter":
             yield name, lambda: HFRunner(base_path, adapter, name="adapter", sampling=sampling)
         elif name == "merged":
@@ -58,7 +61,7 @@ def runners(cfg: PipelineConfig, base_path: str):
                 log.warning("eval: %s not found (%s not exported?); left out of the report", path, name)
                 continue
             yield name, lambda path=path, name=name: GGUFRunner(path, lcp, adapter, name.lower(), sampling,
-                                                                cfg.eval.eval_parallel)
+                                                                cfg.eval.eval_parallel, replies)
 
 
 def eval_sets(cfg: PipelineConfig) -> list[tuple[str, list[dict], list[bool]]]:

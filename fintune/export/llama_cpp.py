@@ -137,18 +137,39 @@ class LlamaServer:
                 self.proc.kill()
 
     def complete(self, prompt: str, n_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
-                 seed: int = 0) -> "Completion":
+                 seed: int = 0, stop=None) -> "Completion":
+        """One completion. `stop(text) -> (text, reason | None)`: the reply streams in
+        and the request is dropped as soon as it returns a reason, which frees the
+        slot for the next prompt (llama-server cancels a task whose client left)."""
         import json
+        import time
         import urllib.request
 
         body = json.dumps({"prompt": prompt, "n_predict": n_tokens, "temperature": temperature, "top_p": top_p,
-                           "seed": seed, "cache_prompt": False}).encode()
+                           "seed": seed, "cache_prompt": False, "stream": stop is not None}).encode()
         req = urllib.request.Request(self.url + "/completion", data=body, headers={"Content-Type": "application/json"})
+        if stop is None:
+            with urllib.request.urlopen(req, timeout=600) as r:
+                out = json.loads(r.read().decode("utf-8", errors="replace"))
+            t = out.get("timings") or {}
+            return Completion(out.get("content", "").strip(), int(t.get("predicted_n", out.get("tokens_predicted", 0))),
+                              float(t.get("predicted_ms", 0.0)) / 1000)
+        text, n, reason, start = "", 0, None, time.time()
         with urllib.request.urlopen(req, timeout=600) as r:
-            out = json.loads(r.read().decode("utf-8", errors="replace"))
-        t = out.get("timings") or {}
-        return Completion(out.get("content", "").strip(), int(t.get("predicted_n", out.get("tokens_predicted", 0))),
-                          float(t.get("predicted_ms", 0.0)) / 1000)
+            for raw in r:
+                line = raw.decode("utf-8", errors="replace").strip()
+                if not line.startswith("data: "):
+                    continue
+                event = json.loads(line[len("data: "):])
+                if event.get("content"):
+                    text += event["content"]
+                    n += 1
+                if event.get("stop"):
+                    break
+                text, reason = stop(text)
+                if reason:
+                    break
+        return Completion(text.strip(), n, time.time() - start, reason)
 
 
 @dataclass
@@ -156,6 +177,7 @@ class Completion:
     text: str
     n_tokens: int      # generated tokens, as llama.cpp counts them
     eval_seconds: float
+    stop_reason: str | None = None  # why the stop rule ended it, if it did
 
 
 def _run(cmd: list[str], what: str, env: dict | None = None) -> str:

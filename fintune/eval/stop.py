@@ -1,0 +1,46 @@
+"""When a reply is over: the stop rule the eval applies while a reply streams in.
+
+A reply ends at the first complete `Final answer:` line after any reasoning
+(the line and its newline), or once it loops: the same non-empty line three
+times, or the same short stretch of text (up to 40 characters) five times in a
+row at its end, 20 characters at least. Small models do both at the token limit otherwise: the default
+run's untrained base filled 256 tokens on most items, and an under-trained
+adapter wrote `0.00625 x 0.625 = 0.00625 x 0.625 = ...` until cut.
+
+Cutting at the first final answer means a reply that states one and then
+revises it is scored on the first; the report says so (RULE).
+"""
+from __future__ import annotations
+
+import re
+
+RULE = ("generation stops at the first complete 'Final answer:' line after any reasoning, or when a line "
+        "repeats 3 times or a stretch of up to 40 characters 5 times in a row (20 characters at least)")
+_FINAL_LINE = re.compile(r"final answer[^\n]*\d[^\n]*\n", re.I)
+_REPEAT = re.compile(r"(.{1,40}?)\1{4,}$", re.S)
+
+
+def cut(text: str, open_think: bool = False) -> tuple[str, str | None]:
+    """(text up to where the rule ends it, why) or (text, None) when it does not."""
+    if "</think>" in text:
+        start = text.index("</think>") + len("</think>")
+    elif open_think or "<think>" in text:
+        start = None  # still reasoning: only the loop rule applies
+    else:
+        start = 0
+    if start is not None and (m := _FINAL_LINE.search(text, start)):
+        return text[:m.end()], "final answer"
+    lines = text.split("\n")
+    seen: dict[str, int] = {}
+    pos = 0
+    for line in lines[:-1]:  # complete lines only
+        pos += len(line) + 1
+        key = line.strip()
+        if key:
+            seen[key] = seen.get(key, 0) + 1
+            if seen[key] == 3:
+                return text[:pos], "repeated line"
+    # at least 20 characters, so no real number ("1,000,000") ever matches
+    if (m := _REPEAT.search(text[-400:])) and len(m.group(0)) >= 20:
+        return text, "repeated text"
+    return text, None

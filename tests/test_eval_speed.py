@@ -1,0 +1,106 @@
+"""What makes the eval fast without changing what it measures: the stop rule,
+the reply cache (reused only when every part of its key matches), and --quick
+(a slice in its own folder, leaving the real run alone)."""
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import as_flags, require_llama_cpp, tiny_overrides
+from fintune.eval.stop import cut
+
+STOP_CASES = [
+    ("Formula: x\nFinal answer: 25\nFinal answer: 26\n", "Formula: x\nFinal answer: 25\n", "final answer"),
+    ("Formula: x\nFinal answer: 1000000", "Formula: x\nFinal answer: 1000000", None),   # line not finished
+    ("z = 1\nz = 1\nq\nz = 1\nmore", "z = 1\nz = 1\nq\nz = 1\n", "repeated line"),
+    ("b = 1.1111111111111111111111111", "b = 1.1111111111111111111111111", "repeated text"),
+    ("Final answer: 1,000,000,000", "Final answer: 1,000,000,000", None),  # zeros are not a loop
+    ("<think>maybe Final answer: 3\n", "<think>maybe Final answer: 3\n", None),  # still reasoning
+    ("<think>x</think>\nFinal answer: 3\nmore", "<think>x</think>\nFinal answer: 3\n", "final answer"),
+]
+
+
+@pytest.mark.parametrize("text,kept,reason", STOP_CASES)
+def test_stop_rule(text, kept, reason):
+    assert cut(text) == (kept, reason)
+
+
+def test_stop_rule_after_an_opened_think_block():
+    assert cut("Final answer: 3\n", open_think=True) == ("Final answer: 3\n", None)
+
+
+@pytest.fixture
+def counting_runner(tmp_path, smollm2_dir, monkeypatch):
+    """GGUFRunner on a stand-in model file, llama-completion replaced by a counter."""
+    from fintune.eval import runner as rn
+    from fintune.export.llama_cpp import Completion, LlamaCpp
+
+    calls = []
+
+    def complete(self, gguf, prompt, n, temperature=0.0, top_p=1.0, seed=0, ctx=2048):
+        calls.append((Path(gguf).name, prompt, n, temperature, seed))
+        return Completion(f"Final answer: {len(calls)}\nmore", 5, 0.1)
+
+    monkeypatch.setattr(LlamaCpp, "complete", complete)
+    monkeypatch.setattr(LlamaCpp, "version", lambda self: "llama-cpp-python==0.3.36")
+    model = tmp_path / "base.gguf"
+    model.write_bytes(b"GGUF stand-in weights")
+
+    def make(gguf=model, sampling=rn.GREEDY):
+        return rn.GGUFRunner(gguf, tmp_path, smollm2_dir, "base", sampling, parallel=1,
+                             cache_dir=tmp_path / "cache")
+
+    return make, calls, tmp_path
+
+
+def test_cached_replies_are_reused_only_when_every_part_of_the_key_matches(counting_runner, monkeypatch):
+    from fintune.eval import runner as rn
+    from fintune.export.llama_cpp import LlamaCpp
+
+    make, calls, tmp = counting_runner
+    prompts = ["p1", "p2"]
+    first = make().generate(prompts, 64)
+    assert first == ["Final answer: 1\n", "Final answer: 2\n"] and len(calls) == 2  # stop rule applied
+    again = make()
+    assert again.generate(prompts, 64) == first and len(calls) == 2 and again.cached == 2
+
+    def misses(runner, ps=prompts, n=64):
+        before = len(calls)
+        runner.generate(ps, n)
+        return len(calls) - before
+
+    assert misses(make(), ["p1", "p3"]) == 1                                  # prompt
+    assert misses(make(), n=65) == 2                                          # token limit
+    assert misses(make(sampling=rn.Sampling(0.6, 0.95, 0))) == 2              # sampling
+    assert misses(make(sampling=rn.Sampling(0.0, 1.0, 7))) == 2               # seed
+    other = tmp / "tuned.gguf"
+    other.write_bytes(b"GGUF other weights")
+    assert misses(make(gguf=other)) == 2                                      # model file content
+    monkeypatch.setattr(LlamaCpp, "version", lambda self: "llama-cpp-python==0.3.37")
+    assert misses(make()) == 2                                                # llama.cpp build
+    monkeypatch.setattr("fintune.eval.stop.RULE", "another rule")
+    assert misses(make()) == 2                                                # stop rule
+    assert misses(make()) == 0                                                # and now cached under it
+
+
+def test_quick_leaves_the_real_run_untouched(tmp_path, tiny_llama_dir):
+    require_llama_cpp()
+    from fintune.cli import main
+
+    real = tmp_path / "run_manifest.json"
+    real.write_text('{"stages": {"train": {"status": "complete"}}}\n')
+    (tmp_path / "lora").mkdir()
+    (tmp_path / "lora" / "adapter_model.safetensors").write_bytes(b"the real run's adapter")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    overrides = tiny_overrides(tmp_path, tiny_llama_dir)
+    del overrides["eval_models"]  # from the profile (base, F16, Q8_0, Q4_K_M), so --quick slices them
+    flags = as_flags(overrides)
+    assert main(["--config", "configs/cpu-smollm2.yaml", "--manifest", str(real), "--quick"] + flags) == 0
+    assert {p: p.read_bytes() for p in before} == before               # every real file as it was
+    quick = tmp_path / "quick"
+    stages = json.loads((quick / "run_manifest.json").read_text())["stages"]
+    assert all(rec["status"] == "complete" for rec in stages.values()) and len(stages) == 5
+    assert (quick / "m_q4_k_m.gguf").is_file() and not (quick / "m_q8_0.gguf").exists()  # first quant only
+    report = json.loads((quick / "eval" / "report.json").read_text())
+    assert {r["model"] for r in report["results"]} == {"base", "q4_k_m"} and report["results"][0]["n"] == 4
+    assert json.loads((quick / "lora" / "fintune_adapter.json").read_text())["global_step"] == 3  # flag kept
