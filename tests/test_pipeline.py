@@ -166,7 +166,9 @@ def test_eval_report_compares_every_model_with_perplexity_and_speed(run_once):
     for r in report["results"]:
         assert r["n"] == 4 and 0 <= r["ci95"][0] <= r["accuracy"] <= r["ci95"][1] <= 1
         assert {"format_rate", "accuracy_strict", "per_category"} <= set(r)
-    assert all(r["tokens_per_second"] > 0 for r in report["results"] if r["model"] != "adapter")
+    for r in report["results"]:
+        if r["model"] != "adapter":  # replies all from the reply cache (the same tiny base in other tests) time nothing
+            assert r["tokens_per_second"] > 0 if r["replies_from_cache"] < r["n"] else r["tokens_per_second"] is None
     assert set(report["perplexity"]) == {"F16", "Q4_K_M", "Q8_0"}
     assert all(v > 1 for v in report["perplexity"].values())
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

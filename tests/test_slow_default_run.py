@@ -55,12 +55,13 @@ def test_report_compares_base_adapter_and_every_gguf(default_run):
     report = json.loads((root / "eval" / "report.json").read_text())
     results = {r["model"]: r for r in report["results"]}
     assert list(results) == ["base", "f16", "q8_0", "q4_k_m"]
-    # the fine-tune teaches the answer format (base ~42%, tuned ~91% measured)
+    # the fine-tune teaches the answer format (base 31%, F16 97% measured)
     assert results["f16"]["format_rate"] > results["base"]["format_rate"] + 0.2
     assert results["f16"]["accuracy"] >= results["base"]["accuracy"]
-    # Q8_0 stays within the F16 model's 95% interval
-    lo, hi = results["f16"]["ci95"]
-    assert lo <= results["q8_0"]["accuracy"] <= hi
+    # Q8_0 is near-lossless: its 95% interval overlaps F16's and it keeps the format
+    (lo, hi), (qlo, qhi) = results["f16"]["ci95"], results["q8_0"]["ci95"]
+    assert qlo <= hi and lo <= qhi
+    assert abs(results["q8_0"]["format_rate"] - results["f16"]["format_rate"]) <= 0.1
     assert set(report["perplexity"]) == {"F16", "Q8_0", "Q4_K_M"}
     assert report["perplexity"]["F16"] <= report["perplexity"]["Q4_K_M"] * 1.05
 

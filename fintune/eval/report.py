@@ -127,18 +127,23 @@ def _rate(x: float | None) -> str:
     return "-" if x is None else f"{x:.1%}"
 
 
+def _speed(r: dict) -> str:
+    if r.get("tokens_per_second") is not None:
+        return str(r["tokens_per_second"])
+    return "cached" if r.get("replies_from_cache") == r["n"] else "-"
+
+
 def markdown(results: list[dict]) -> str:
     lines = ["| model | eval set | n | accuracy | 95% CI | lenient (+ last number) | strict (0.2%) | format | "
              "formula | substitution | tokens/s |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         lo, hi = r["ci95"]
-        tps = r.get("tokens_per_second")
         lenient = r.get("accuracy_lenient")
         lines.append(f"| {r['model']} | {r['eval_set']} | {r['n']} | {r['accuracy']:.1%} | "
                      f"[{lo:.1%}, {hi:.1%}] | {_rate(lenient)} | {r['accuracy_strict']:.1%} | {r['format_rate']:.1%} | "
                      f"{_rate(r.get('formula_rate'))} | {_rate(r.get('substitution_rate'))} | "
-                     f"{tps if tps is not None else '-'} |")
+                     f"{_speed(r)} |")
     legend = f"\nScoring: {results[0].get('scoring', SCORING)}\n" if results else ""
     devices = dict.fromkeys(f"{r['model']} {r['device']} ({r['dtype']})" for r in results if r.get("device"))
     legend += f"Ran on: {', '.join(devices)}\n" if devices else ""

@@ -110,7 +110,7 @@ def quant_notes(results: list[dict], ppl: dict[str, float]) -> list[str]:
             notes.append(f"Q4_K_M vs {ref['model'].upper()} on {r['eval_set']}: "
                          f"{100 * (r['accuracy'] - ref['accuracy']):+.1f} points accuracy")
     if ppl:
-        notes.append("Perplexity on held-out worked solutions (llama-perplexity, ctx 128): "
+        notes.append("Perplexity on held-out worked solutions (llama-perplexity, ctx 128, first 32 chunks): "
                      + ", ".join(f"{k} {v:.3f}" for k, v in ppl.items()))
     return notes
 

@@ -81,10 +81,11 @@ class LlamaCpp:
         text = proc.stdout.replace("[end of text]", "").strip()
         return Completion(text, int(m.group(2)) if m else 0, float(m.group(1)) / 1000 if m else 0.0)
 
-    def perplexity(self, gguf: Path, text_file: Path, ctx: int = 128) -> float:
-        # a batch of several ctx-long chunks: the same estimate, 2.8x faster than one chunk a batch (measured)
+    def perplexity(self, gguf: Path, text_file: Path, ctx: int = 128, chunks: int = 32) -> float:
+        # a batch of several ctx-long chunks: the same estimate, 2.8x faster than one chunk a batch (measured);
+        # 32 chunks score 2,048 tokens, enough to rank quant types of one model (each scores the same text)
         out = _run_proc([str(self.binary("llama-perplexity")), "-m", str(gguf), "-f", str(text_file),
-                         "-c", str(ctx), "-b", str(max(ctx, 512))], what="llama-perplexity")
+                         "-c", str(ctx), "-b", str(max(ctx, 512)), "--chunks", str(chunks)], what="llama-perplexity")
         m = re.search(r"Final estimate: PPL = ([\d.]+)", out.stdout + out.stderr)
         if not m:
             raise LlamaCppError(f"llama-perplexity printed no final estimate for {gguf}")
