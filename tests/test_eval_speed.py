@@ -104,3 +104,21 @@ def test_quick_leaves_the_real_run_untouched(tmp_path, tiny_llama_dir):
     report = json.loads((quick / "eval" / "report.json").read_text())
     assert {r["model"] for r in report["results"]} == {"base", "q4_k_m"} and report["results"][0]["n"] == 4
     assert json.loads((quick / "lora" / "fintune_adapter.json").read_text())["global_step"] == 3  # flag kept
+
+
+def test_llama_server_serves_more_requests_than_its_log_pipe_holds():
+    """The server logs each request; 300 requests write well past a pipe's 64 KiB,
+    which blocked the server mid-run while its log went to an unread pipe."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from conftest import LLAMA_CPP
+    from fintune.export.llama_cpp import LlamaCpp, LlamaServer
+    from fintune.models import smollm2_gguf_path
+
+    require_llama_cpp()
+    with LlamaServer(LlamaCpp(LLAMA_CPP), smollm2_gguf_path(), slots=4, ctx_per_slot=256) as server:
+        with ThreadPoolExecutor(4) as pool:
+            done = list(pool.map(lambda i: server.complete(f"Count {i}:", 1, seed=i), range(300)))
+        server.log.seek(0, 2)
+        assert server.log.tell() > 64 * 1024
+    assert len(done) == 300 and all(c.n_tokens == 1 for c in done)

@@ -109,18 +109,23 @@ class LlamaServer:
         self.cmd = [str(lc.binary("llama-server")), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port),
                     "-np", str(slots), "-c", str(slots * ctx_per_slot), "-cb", "--no-warmup"]
         self.proc = None
+        self.log = None
 
     def __enter__(self):
+        import tempfile
         import time
         import urllib.request
 
-        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                     errors="replace")
+        # the server logs every request: into a file, since a pipe nobody reads fills
+        # (64 KiB, about 120 requests) and then blocks the server mid-run
+        self.log = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=self.log)
         deadline = time.time() + 120
         while time.time() < deadline:
             if self.proc.poll() is not None:
+                self.log.seek(0)
                 raise LlamaCppError(f"llama-server exited ({self.proc.returncode}): "
-                                    + "\n".join(self.proc.stderr.read().splitlines()[-10:]))
+                                    + "\n".join(self.log.read().splitlines()[-10:]))
             try:
                 with urllib.request.urlopen(self.url + "/health", timeout=2) as r:
                     if r.status == 200:
@@ -137,6 +142,8 @@ class LlamaServer:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+        if self.log:
+            self.log.close()
 
     def complete(self, prompt: str, n_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
                  seed: int = 0, stop=None) -> "Completion":
