@@ -52,6 +52,10 @@ SCORING_TABLE = {
     "cut at the token limit, last number right": (CUT, 1157.625, Q, False, True, False),
     "two final answers, the last counts": ("Final answer: 10\nWait, recompute.\nFinal answer: 12", 10, Q,
                                            False, False, False),
+    "working on the answer line: the number after its last =":
+        ("Final Answer: FCF = $40,000 - $10,000 = $30,000", 30000, Q, True, True, False),
+    "same line, gold of its first number": ("Final Answer: FCF = $40,000 - $10,000 = $30,000", 40000, Q,
+                                            False, False, False),
     "LaTeX fraction in boxed": ("The answer is \\boxed{\\frac{1}{8}}", 0.125, Q, True, True, False),
     "LaTeX percent in boxed": ("\\boxed{12.5\\%}", 0.125, Q, True, True, True),
     "LaTeX dollars with {,}": ("\\boxed{\\$12{,}345.67}", 12345.67, Q, True, True, False),

@@ -126,6 +126,10 @@ def _latex_value(raw: str) -> float | None:
 def read_answer(raw: str) -> tuple[float | None, bool, bool]:
     """(value as written, is percent, is basis points) of an answer's text."""
     text = raw.replace("**", "").strip().strip("$").strip()
+    # "FCF = 40,000 - 10,000 = 30,000": the answer is what the working comes to
+    tail = re.split(r"=|≈", text)[-1]
+    if tail != text and _ANY.search(tail):
+        text = tail.strip().strip("$").strip()
     is_pct = "%" in text or bool(_PERCENT_WORD.search(text))
     is_bp = bool(_BP.search(text))
     value = _latex_value(text) if "\\" in text or "{" in text else None
