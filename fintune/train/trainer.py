@@ -235,7 +235,7 @@ def save_adapter(cfg, trainer, tokenizer, model_path, choice, family_name, stats
             "backend": choice.backend, "backend_reason": choice.reason, "chat_template_family": family_name,
             "lora": cfg.section_dict("lora"), "train": cfg.section_dict("train"),
             "model": cfg.section_dict("model"), "data": stats,
-            "global_step": trainer.state.global_step, "train_seconds": round(elapsed, 1),
+            "global_step": trainer.state.global_step, "train_seconds": round(elapsed, 3),
             "best_checkpoint": trainer.state.best_model_checkpoint, "best_eval_loss": trainer.state.best_metric,
             "world_size": trainer.args.world_size,
             "train_loss": getattr(result, "training_loss", None),
