@@ -26,7 +26,6 @@ class ReplyCache:
         self.path = Path(root) / f"{self.model_sha256[:20]}.jsonl"
         self._lock = threading.Lock()
         self._entries = self._load()
-        self.hits = 0
 
     def _load(self) -> dict[str, dict]:
         entries = {}
@@ -46,10 +45,7 @@ class ReplyCache:
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def get(self, key: str) -> dict | None:
-        rec = self._entries.get(key)
-        if rec is not None:
-            self.hits += 1
-        return rec
+        return self._entries.get(key)
 
     def put(self, key: str, text: str, n_tokens: int, seconds: float, stop_reason: str | None) -> None:
         rec = {"key": key, "text": text, "n_tokens": n_tokens, "seconds": seconds, "stop_reason": stop_reason}
