@@ -78,6 +78,9 @@ def pct(x: float) -> float:
     "You invest ${P} at an annual interest rate of {r}% compounded yearly. What is the value after {n} years, in dollars?",
     "A deposit of ${P} earns {r}% per year, compounded annually. How much is it worth in {n} years (in dollars)?",
     "What is the future value in dollars of ${P} growing at {r}% a year for {n} years with annual compounding?",
+    "How much will ${P} be worth after {n} years at {r}% interest compounded annually? Answer in dollars.",
+    "Principal ${P}, annual rate {r}%, {n} years, yearly compounding. Future value in dollars?",
+    "I save ${P} at {r}% a year, compounded annually. What will the savings be worth in {n} years, in dollars?",
     "If ${P} is placed in an account paying {r}% annually (compounded once a year), what will the balance be after {n} years, in dollars?",
 ])
 def _compound(rng):
@@ -99,6 +102,9 @@ def _compound(rng):
     "An investment grew from ${A} to ${B} over {n} years. What is its compound annual growth rate, in percent?",
     "A portfolio was worth ${A} and is now worth ${B}, {n} years later. Compute the CAGR in percent.",
     "Starting value ${A}, ending value ${B}, holding period {n} years. What is the CAGR (in percent)?",
+    "From ${A} to ${B} in {n} years: what is the compound annual growth rate (percent)?",
+    "My account went from ${A} to ${B} over {n} years. What was my average annual compounded return, in percent?",
+    "Find the CAGR in percent for a value that started at ${A} and finished at ${B} after {n} years.",
     "What annual growth rate, compounded, turns ${A} into ${B} in {n} years? Answer in percent.",
 ])
 def _cagr(rng):
@@ -119,6 +125,9 @@ def _cagr(rng):
     "A stock peaked at ${peak} and then fell to ${trough}. What was the drawdown from the peak, in percent?",
     "A fund's value dropped from a high of ${peak} to a low of ${trough}. Compute the drawdown in percent.",
     "Peak equity was ${peak}; the lowest point afterwards was ${trough}. How deep was the drawdown, in percent?",
+    "Price high ${peak}, subsequent low ${trough}. Drawdown in percent?",
+    "My portfolio hit ${peak} and later dropped to ${trough}. How big was the drawdown, in percent?",
+    "What percentage decline is it from a peak of ${peak} to a trough of ${trough}?",
     "From a top of ${peak} the price slid to ${trough}. By what percent is it below its peak?",
 ])
 def _drawdown(rng):
@@ -137,6 +146,9 @@ def _drawdown(rng):
     "Closing prices were {series}. What is the maximum drawdown, in percent?",
     "A price series reads {series}. Compute its maximum peak-to-trough drawdown in percent.",
     "Given the daily closes {series}, what was the largest drawdown from a running peak, in percent?",
+    "Prices: {series}. Largest peak-to-trough decline in percent?",
+    "What is the maximum drawdown (percent) of a portfolio whose values were {series}?",
+    "Find the worst drop from a previous high, in percent, in the price path {series}.",
     "An equity curve went {series}. Find the maximum drawdown (percent).",
 ])
 def _max_drawdown(rng):
@@ -161,6 +173,9 @@ def _max_drawdown(rng):
     "A portfolio returned {R}% a year with volatility of {s}%. The risk-free rate is {rf}%. What is the Sharpe ratio?",
     "Annual return {R}%, annual standard deviation {s}%, risk-free rate {rf}%. Compute the Sharpe ratio.",
     "What is the Sharpe ratio of a strategy earning {R}% per year with {s}% annualized volatility when T-bills yield {rf}%?",
+    "Return {R}%, volatility {s}%, risk-free rate {rf}%. Sharpe ratio?",
+    "What Sharpe ratio does a portfolio have if it earns {R}% a year with {s}% volatility and cash yields {rf}%?",
+    "Find the Sharpe ratio: expected return {R}%, risk-free {rf}%, standard deviation {s}%.",
     "A fund has an expected return of {R}%, a risk-free rate of {rf}% applies, and its return standard deviation is {s}%. Find its Sharpe ratio.",
 ])
 def _sharpe(rng):
@@ -181,6 +196,9 @@ PERIODS = {"daily": 252, "weekly": 52, "monthly": 12}
     "A stock's {per} return volatility is {v}%. Assuming {N} {unit} per year, what is its annualized volatility in percent?",
     "The standard deviation of {per} returns is {v}%. Annualize it using {N} periods per year (answer in percent).",
     "With {per} volatility of {v}% and {N} {unit} in a year, what is the annual volatility, in percent?",
+    "Volatility of {per} returns: {v}%. With {N} {unit} a year, what is the annualized volatility, in percent?",
+    "Annualize a {v}% {per} standard deviation of returns ({N} {unit} per year). Answer in percent.",
+    "What is the yearly volatility in percent if {per} returns have a standard deviation of {v}% and there are {N} {unit} per year?",
     "Convert a {per} volatility of {v}% into an annualized figure, in percent, using the square-root-of-time rule with {N} periods a year.",
 ])
 def _vol(rng):
@@ -199,6 +217,9 @@ def _vol(rng):
     "A bet wins with probability {p}% and pays {b} to 1. What fraction of the bankroll does the Kelly criterion stake, in percent?",
     "You win {p}% of the time and a win pays {b} times the stake. Compute the Kelly bet size as a percent of capital.",
     "Win probability {p}%, net odds {b}:1. What is the Kelly fraction, in percent?",
+    "Odds {b} to 1, chance of winning {p}%. Kelly stake as a percent of bankroll?",
+    "What percentage of my bankroll should I bet, per the Kelly criterion, on a {p}% chance of a {b}:1 payoff?",
+    "Kelly sizing: p = {p}%, b = {b}. Optimal bet in percent of capital?",
     "What percent of capital should a Kelly bettor risk on a wager with a {p}% chance of winning {b} times the stake (and losing the stake otherwise)?",
 ])
 def _kelly(rng):
@@ -220,6 +241,9 @@ def _kelly(rng):
     "A setup wins {p}% of the time for an average gain of ${W} and loses ${L} otherwise. What is the expected value per trade, in dollars?",
     "Win rate {p}%, average win ${W}, average loss ${L}. Compute the expectancy per trade in dollars.",
     "What is the expected profit per trade (dollars) of a system that makes ${W} on wins, loses ${L} on losses and wins {p}% of trades?",
+    "Probability of a win {p}%, average winner ${W}, average loser ${L}. Expected value per trade in dollars?",
+    "A trading system wins {p}% of the time. Winners make ${W} and losers cost ${L}. What does it earn per trade on average, in dollars?",
+    "Compute the expectancy in dollars: wins of ${W} with {p}% probability, losses of ${L} otherwise.",
     "Trades win with probability {p}% (+${W}) and otherwise lose ${L}. Expected dollar value per trade?",
 ])
 def _ev(rng):
@@ -240,6 +264,9 @@ def _ev(rng):
     "A strategy's average win is {R} times its average loss. What win rate breaks even, in percent?",
     "With a reward-to-risk ratio of {R}:1, what is the breakeven win rate (percent)?",
     "Trades risk $1 to make ${R}. What minimum percentage of winners is needed to break even?",
+    "My winners average {R} times my losers. What percentage of trades must win for me to break even?",
+    "Reward/risk {R}:1. Break-even probability of a win, in percent?",
+    "If each winning trade earns {R} times what a losing trade loses, what win rate (percent) leaves the strategy at zero expected profit?",
     "What win percentage makes a system with payoff ratio {R} break even?",
 ])
 def _breakeven(rng):
@@ -255,6 +282,9 @@ def _breakeven(rng):
     "An account of ${A} risks {r}% per trade. Entry is ${E} and the stop is ${S}. How many whole shares should be bought?",
     "With ${A} of capital, a {r}% risk limit, a buy at ${E} and a stop-loss at ${S}, what position size in whole shares keeps the risk on target?",
     "Risk {r}% of a ${A} account on a long entered at ${E} with a stop at ${S}. Number of shares (rounded down)?",
+    "Account ${A}, risk per trade {r}%, entry ${E}, stop ${S}. Shares to buy (whole number)?",
+    "I have ${A} and will risk {r}% on a trade. I buy at ${E} with a stop-loss at ${S}. How many shares, rounded down?",
+    "Find the position size in whole shares: capital ${A}, risk {r}%, entry price ${E}, stop price ${S}.",
     "How many shares (whole) can you buy at ${E} with a stop at ${S} if you risk {r}% of ${A}?",
 ])
 def _position(rng):
@@ -276,6 +306,9 @@ def _position(rng):
     "A stock has a beta of {beta}. The risk-free rate is {rf}% and the market returns {rm}%. What is its CAPM expected return, in percent?",
     "Using CAPM with Rf = {rf}%, expected market return {rm}% and beta {beta}, compute the expected return in percent.",
     "What return (percent) does CAPM predict for an asset with beta {beta} if T-bills pay {rf}% and the market is expected to earn {rm}%?",
+    "Risk-free rate {rf}%, expected market return {rm}%, stock beta {beta}. What expected return (percent) does the capital asset pricing model give?",
+    "If the market is expected to return {rm}% and Treasury bills yield {rf}%, what should investors expect from a stock with beta {beta}, per CAPM? Answer in percent.",
+    "Find the CAPM cost of equity in percent: beta = {beta}, Rf = {rf}%, Rm = {rm}%.",
     "Beta {beta}, market return {rm}%, risk-free {rf}%: CAPM required return in percent?",
 ])
 def _capm(rng):

@@ -24,6 +24,9 @@ def ncdf(x: float) -> float:
     "${P} is invested at {r}% a year compounded continuously. What is it worth after {t} years, in dollars?",
     "With continuous compounding at an annual rate of {r}%, what does ${P} grow to in {t} years (dollars)?",
     "Find the future value in dollars of ${P} after {t} years at {r}% per year, compounded continuously.",
+    "How much does ${P} become after {t} years at a continuously compounded rate of {r}%? Answer in dollars.",
+    "Principal ${P}, rate {r}% per annum with continuous compounding, time {t} years. Future value in dollars?",
+    "Using FV = P e^(rt), find the value in dollars of ${P} after {t} years at {r}%.",
     "A deposit of ${P} earns {r}% continuously compounded. Balance after {t} years, in dollars?",
 ])
 def _continuous(rng):
@@ -43,6 +46,9 @@ def _continuous(rng):
     "A fund returned {series} in consecutive years. What is its total compounded return, in percent?",
     "Yearly returns were {series}. Compound them: what is the cumulative return in percent?",
     "An investment earned {series} over successive periods. Compute the total return over all periods, in percent.",
+    "Returns by year: {series}. What is the total return over the whole period, compounded, in percent?",
+    "What is the cumulative compounded return (percent) of a portfolio that gained or lost {series} in successive years?",
+    "Compute the compounded total of the returns {series}, in percent.",
     "Chain the period returns {series} into one cumulative return (percent).",
 ])
 def _series(rng):
@@ -63,6 +69,9 @@ def _series(rng):
     "Monthly returns were {series}. With a target return of 0%, what is the Sortino ratio (mean return over downside deviation)?",
     "Compute the Sortino ratio of the returns {series}, using a 0% minimum acceptable return and downside deviation over all periods.",
     "Returns: {series}. Target 0%. Find the Sortino ratio.",
+    "Sortino ratio (target 0%) of a strategy whose returns were {series}?",
+    "A strategy's monthly returns were {series}. Compute its Sortino ratio, with the downside deviation measured against 0% over every period.",
+    "What is the Sortino ratio for returns {series}, with a 0% target?",
     "For period returns of {series} and a minimum acceptable return of zero, what is the Sortino ratio?",
 ])
 def _sortino(rng):
@@ -89,6 +98,9 @@ def _sortino(rng):
     "A portfolio returned {R}% with a beta of {beta}; the risk-free rate is {rf}%. What is its Treynor ratio (in percent per unit of beta)?",
     "Compute the Treynor ratio: return {R}%, risk-free {rf}%, beta {beta}.",
     "What is the Treynor measure of a fund earning {R}% with beta {beta} when T-bills yield {rf}%?",
+    "Find the Treynor ratio (percent per unit of beta) of a portfolio that earned {R}% with beta {beta} when the risk-free rate was {rf}%.",
+    "Excess return per unit of systematic risk: return {R}%, risk-free {rf}%, beta {beta}. Treynor ratio?",
+    "What Treynor ratio does a manager with {R}% return and beta {beta} have if risk-free assets pay {rf}%?",
     "Beta {beta}, portfolio return {R}%, risk-free rate {rf}%: Treynor ratio?",
 ])
 def _treynor(rng):
@@ -106,6 +118,9 @@ def _treynor(rng):
     "A fund returned {Rp}% against a benchmark's {Rb}%, with a tracking error of {te}%. What is its information ratio?",
     "Portfolio return {Rp}%, benchmark return {Rb}%, tracking error {te}%. Compute the information ratio.",
     "What information ratio does a manager have who beat (or lagged) a {Rb}% benchmark with {Rp}% at {te}% tracking error?",
+    "Find the information ratio of a portfolio that earned {Rp}% versus {Rb}% for its benchmark, with {te}% tracking error.",
+    "The benchmark made {Rb}% and the fund made {Rp}%. If the tracking error is {te}%, what is the information ratio?",
+    "IR for Rp = {Rp}%, Rb = {Rb}%, TE = {te}%?",
     "Active return over tracking error: fund {Rp}%, index {Rb}%, tracking error {te}%. Information ratio?",
 ])
 def _info(rng):
@@ -123,6 +138,9 @@ def _info(rng):
     "A stock returned {a} while the market returned {m} over the same periods. What is the stock's beta?",
     "Paired returns, stock: {a}; market: {m}. Estimate beta as covariance over market variance.",
     "Compute beta from these period returns. Asset: {a}. Market: {m}.",
+    "Stock returns by period: {a}. Benchmark returns for the same periods: {m}. Find the beta.",
+    "I have an asset's returns ({a}) and the market's ({m}) for matching periods. How sensitive is the asset to the market, measured by beta?",
+    "Find the regression beta of the returns {a} against market returns {m}.",
     "Over four periods the asset earned {a} and the index {m}. What beta do these returns imply?",
 ])
 def _beta(rng):
@@ -149,6 +167,9 @@ def _beta(rng):
     "An asset has expected return {mu}% a year and volatility {s}%; cash earns {r}%. What leverage does the continuous Kelly criterion give (fraction of capital)?",
     "Continuous-time Kelly: drift {mu}%, risk-free {r}%, volatility {s}%. Optimal fraction of wealth in the asset?",
     "With μ = {mu}%, r = {r}% and σ = {s}%, compute the Kelly-optimal allocation f* = (μ - r) / σ².",
+    "Expected annual return {mu}%, volatility {s}%, risk-free rate {r}%. Continuous Kelly fraction of wealth?",
+    "For a strategy with drift {mu}% and annual volatility {s}%, and a risk-free rate of {r}%, what is the Kelly optimal leverage (fraction)?",
+    "Find the optimal Kelly allocation as a fraction when μ = {mu}%, σ = {s}% and the risk-free rate is {r}%.",
     "What fraction of capital should a Kelly investor hold in a strategy with {mu}% expected return and {s}% volatility when the risk-free rate is {r}%?",
 ])
 def _kelly_cont(rng):
@@ -167,6 +188,9 @@ def _kelly_cont(rng):
     "A ${V} portfolio has daily volatility of {s}%. What is its one-day {c}% parametric VaR (zero mean), in dollars?",
     "Compute the 1-day {c}% value at risk in dollars of a ${V} position with {s}% daily standard deviation, assuming normal returns and zero mean.",
     "Normal VaR: position ${V}, daily σ {s}%, confidence {c}%. One-day VaR in dollars?",
+    "Portfolio ${V}, daily volatility {s}%, {c}% confidence. One-day value at risk in dollars (normal returns, zero mean)?",
+    "What is the one-day {c}% VaR, in dollars, of ${V} invested in an asset with {s}% daily standard deviation? Assume normal returns with mean zero.",
+    "Find the 1-day parametric VaR at {c}% confidence for a ${V} portfolio, σ = {s}% per day, mean 0, in dollars.",
     "What one-day loss (dollars) will a ${V} book exceed only {tail}% of the time if daily returns are normal with mean 0 and σ = {s}%?",
 ])
 def _var(rng):
@@ -185,6 +209,9 @@ def _var(rng):
     "A ${V} portfolio has daily volatility {s}%. What is its one-day {c}% expected shortfall (CVaR) under a zero-mean normal, in dollars?",
     "Compute the 1-day {c}% CVaR in dollars for ${V} with {s}% daily standard deviation (normal returns, mean 0).",
     "Normal expected shortfall: position ${V}, daily σ {s}%, confidence {c}%. ES in dollars?",
+    "Portfolio value ${V}, daily volatility {s}%, confidence {c}%. Compute the one-day CVaR (expected shortfall) in dollars, assuming normal returns with zero mean.",
+    "What is the {c}% one-day expected shortfall in dollars of a ${V} position whose daily returns are normal with mean 0 and standard deviation {s}%?",
+    "Expected shortfall at {c}%, 1 day, ${V} exposure, σ = {s}% daily, normal zero-mean returns: ES in dollars?",
     "Average loss beyond the {c}% VaR for a ${V} book with normal daily returns of σ = {s}% and zero mean, in dollars?",
 ])
 def _cvar(rng):
@@ -215,6 +242,9 @@ def _discount_lines(flows: list[float], r: float) -> tuple[list[str], float]:
     "A project costs ${C0} today and returns {flows} at the end of years 1 to {n}. At a {r}% discount rate, what is its NPV in dollars?",
     "Initial investment ${C0}; cash inflows {flows} in years 1-{n}; discount rate {r}%. Compute the NPV (dollars).",
     "What is the net present value in dollars of paying ${C0} now for {flows} over the next {n} years, discounted at {r}%?",
+    "Discount rate {r}%, initial cost ${C0}, cash flows {flows} over years 1-{n}. NPV in dollars?",
+    "Is it worth paying ${C0} today for {flows} over the next {n} years if money costs {r}%? Give the NPV in dollars.",
+    "Compute the net present value (dollars) at {r}%: invest ${C0} now, receive {flows} at the end of each of the next {n} years.",
     "Discounting at {r}%, find the NPV of an outlay of ${C0} followed by year-end cash flows of {flows}.",
 ])
 def _npv(rng):
@@ -250,6 +280,9 @@ def _npv_at(c0: float, flows: list[float], r: float) -> float:
     "An investment of ${C0} returns {flows} at the end of years 1 to {n}. What is its internal rate of return, in percent?",
     "Find the IRR (percent) of paying ${C0} now and receiving {flows} over the next {n} years.",
     "Cash flows: -${C0} today, then {flows}. Solve for the IRR in percent.",
+    "Outlay ${C0} today; inflows of {flows} at the end of years 1 to {n}. What IRR (percent) does this earn?",
+    "What internal rate of return, in percent, does a project have that costs ${C0} and pays {flows} over {n} years?",
+    "Compute the internal rate of return in percent: initial cost ${C0}, then cash flows {flows}.",
     "What discount rate, in percent, makes the NPV of -${C0} followed by {flows} equal to zero?",
 ])
 def _irr(rng):
@@ -279,6 +312,9 @@ def _bond_lines(F: float, c: float, y: float, n: int) -> tuple[list[str], float,
     "A {n}-year bond with face value ${F} pays an annual coupon of {c}%. If the yield to maturity is {y}%, what is its price in dollars?",
     "Price a ${F} face, {c}% annual-coupon bond maturing in {n} years at a {y}% yield (dollars).",
     "What should you pay for a bond with {n} years left, a {c}% coupon paid yearly and ${F} par, to earn {y}%? Answer in dollars.",
+    "Face ${F}, annual coupon rate {c}%, {n} years to go, market yield {y}%. What is the bond worth in dollars?",
+    "How much is a bond worth (dollars) if it pays {c}% of its ${F} face value once a year for {n} years and investors require {y}%?",
+    "Discount the cash flows of a {n}-year, {c}% annual coupon bond (face ${F}) at {y}% to find its price in dollars.",
     "Yield {y}%, coupon {c}% (annual), maturity {n} years, par ${F}: bond price in dollars?",
 ])
 def _bond(rng):
@@ -296,6 +332,9 @@ def _bond(rng):
     "A {n}-year bond with ${F} face and an annual coupon of {c}% trades at ${P}. What is its yield to maturity, in percent?",
     "Find the YTM (percent) of a ${F} par bond paying {c}% annually, maturing in {n} years, priced at ${P}.",
     "Bond price ${P}, coupon {c}% paid yearly, {n} years to maturity, par ${F}. Solve for the yield in percent.",
+    "Price ${P}, par ${F}, annual coupon {c}%, {n} years to maturity. Yield to maturity in percent?",
+    "A bond paying {c}% annually on ${F} face matures in {n} years and costs ${P}. What is its YTM, in percent?",
+    "Solve for the yield to maturity (percent) of a {n}-year, {c}% annual coupon bond with face value ${F} priced at ${P}.",
     "What annual yield, in percent, equates ${P} with a {c}% coupon, {n}-year, ${F}-par bond's cash flows?",
 ])
 def _ytm(rng):
@@ -319,6 +358,9 @@ def _ytm(rng):
     "What is the Macaulay duration, in years, of a {n}-year ${F} bond with a {c}% annual coupon at a {y}% yield?",
     "Compute the Macaulay duration (years): par ${F}, {c}% annual coupon, {n} years to maturity, yield {y}%.",
     "A {c}% annual-pay bond matures in {n} years and yields {y}%; face ${F}. Find its Macaulay duration in years.",
+    "Find the Macaulay duration in years of a bond with face ${F}, a {c}% coupon paid annually, {n} years to go and a {y}% yield to maturity.",
+    "How long, in years, is the Macaulay duration of a ${F} par, {n}-year bond paying {c}% once a year when yields are {y}%?",
+    "Bond: par ${F}, annual coupon {c}%, term {n} years, YTM {y}%. Macaulay duration (years)?",
     "Yield {y}%, coupon {c}% yearly, {n}-year maturity, ${F} face: Macaulay duration in years?",
 ])
 def _macaulay(rng):
@@ -340,6 +382,9 @@ def _macaulay(rng):
     "A bond has a Macaulay duration of {D} years and a yield of {y}% (annual compounding). What is its modified duration?",
     "Convert a Macaulay duration of {D} years into modified duration at a {y}% annual yield.",
     "Macaulay duration {D}, yield to maturity {y}% compounded annually. Modified duration in years?",
+    "Macaulay duration = {D} years, annual yield = {y}%. Find the modified duration.",
+    "A bond's yield is {y}% with annual compounding and its Macaulay duration {D} years. Compute the modified duration.",
+    "Modified duration from D_mac = {D} and y = {y}% (annual)?",
     "What is the modified duration of a bond yielding {y}% whose Macaulay duration is {D} years?",
 ])
 def _modified(rng):
@@ -371,6 +416,9 @@ _BS_TEMPLATES = [
     "Stock price ${S}, strike ${K}, {T} years to expiry, risk-free rate {r}%, volatility {s}%. What is the Black-Scholes {kind} price, in dollars?",
     "Use Black-Scholes to price a European {kind}: S = ${S}, K = ${K}, T = {T} years, r = {r}%, σ = {s}%. Answer in dollars.",
     "What is a European {kind} worth (dollars) on a non-dividend stock at ${S} with strike ${K}, {T} years left, {s}% volatility and a {r}% rate?",
+    "S = ${S}, K = ${K}, r = {r}%, σ = {s}%, T = {T} years. Find the Black-Scholes price of the {kind} option in dollars.",
+    "A {kind} option expires in {T} years. The underlying trades at ${S}, the strike is ${K}, annual volatility is {s}% and the risk-free rate is {r}%. Price it with Black-Scholes, in dollars.",
+    "I want the fair value (dollars) of a European {kind}: share price ${S}, exercise price ${K}, time left {T} years, interest rate {r}%, sigma {s}%. Use the Black-Scholes model.",
     "Black-Scholes {kind} value in dollars: spot {S}, strike {K}, maturity {T} years, rate {r}%, vol {s}%?",
 ]
 
@@ -414,6 +462,9 @@ def _bs_put(rng):
     "A European call with strike ${K} and {T} years to expiry costs ${C}; the stock is at ${S} and the risk-free rate is {r}% (continuous). What should the put with the same strike and expiry cost, in dollars?",
     "By put-call parity, find the European put price in dollars: call ${C}, spot ${S}, strike ${K}, T = {T} years, r = {r}% continuously compounded.",
     "Call ${C}, stock ${S}, strike ${K}, {T} years, rate {r}%: what put price (dollars) rules out arbitrage?",
+    "Call price ${C}, stock price ${S}, strike ${K}, time to expiry {T} years, continuous risk-free rate {r}%. Use put-call parity to find the European put price in dollars.",
+    "What is the no-arbitrage price in dollars of a European put if the matching call costs ${C}, the stock trades at ${S}, the strike is ${K}, expiry is {T} years away and the continuously compounded rate is {r}%?",
+    "Given a European call at ${C} on a ${S} stock (strike ${K}, expiry {T} years, rate {r}% continuous), what must the put with the same terms cost in dollars?",
     "Using C - P = S - K e^(-rT), with C = ${C}, S = ${S}, K = ${K}, r = {r}%, T = {T} years, compute P in dollars.",
 ])
 def _parity(rng):
