@@ -91,9 +91,13 @@ class LoraConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.0
     target_modules: list[str] = field(default_factory=lambda: list(QWEN_LORA_TARGETS))
+    # LoRA on the last N decoder layers only (0 = every layer): backpropagation
+    # then stops below them, which is most of a CPU step's time on a small model
+    lora_top_layers: int = 0
 
     def __post_init__(self):
         _check(self.lora_r > 0, f"lora.lora_r must be > 0, got {self.lora_r}")
+        _check(self.lora_top_layers >= 0, f"lora.lora_top_layers must be >= 0, got {self.lora_top_layers}")
         _check(self.lora_alpha > 0, f"lora.lora_alpha must be > 0, got {self.lora_alpha}")
         _check(0.0 <= self.lora_dropout < 1.0, "lora.lora_dropout must be in [0, 1)")
         _check(len(self.target_modules) > 0, "lora.target_modules must not be empty")

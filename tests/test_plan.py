@@ -20,6 +20,10 @@ def test_parameter_counts_match_a_real_model_and_peft(tiny_llama_dir, tmp_path):
     peft = get_peft_model(model, LoraConfig(r=8, target_modules=cfg.lora.target_modules))
     trainable, _ = peft.get_nb_trainable_parameters()
     assert est["trainable"] == trainable
+    top = build_config(overrides=tiny_overrides(tmp_path, tiny_llama_dir, lora_r=8, lora_top_layers=1))
+    fresh = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    one_layer = get_peft_model(fresh, LoraConfig(r=8, target_modules=cfg.lora.target_modules, layers_to_transform=[1]))
+    assert plan.estimate(top, "peft")["trainable"] == one_layer.get_nb_trainable_parameters()[0] == trainable // 2
     assert json.loads((tiny_llama_dir / "config.json").read_text())["tie_word_embeddings"] is True
 
 

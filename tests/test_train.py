@@ -44,6 +44,35 @@ def test_lora_weights_changed_and_base_untouched(trained, tiny_llama_dir):
         assert torch.equal(base_after[k], v), k
 
 
+
+def test_lora_on_the_top_layers_trains_them_alone_and_backprop_stops_below(tiny_llama_dir, tmp_path):
+    import torch
+
+    from fintune.train.backends import load_peft
+
+    cfg = build_config(overrides=tiny_overrides(tmp_path, tiny_llama_dir, lora_top_layers=1))
+    model, _ = load_peft(cfg, str(tiny_llama_dir), on_cuda=False)
+    trained = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trained and all(".layers.1." in n and "lora_" in n for n in trained)
+    reached = []
+    for i, layer in enumerate(model.get_base_model().model.layers):
+        layer.register_full_backward_hook(lambda *_, i=i: reached.append(i))
+    ids = torch.randint(0, 100, (2, 12))
+    model(input_ids=ids, labels=ids).loss.backward()
+    assert reached == [1]  # layer 0 has nothing to train: no gradient is computed through it
+    assert all(p.grad is not None for n, p in model.named_parameters() if p.requires_grad)
+
+
+def test_lora_top_layers_beyond_the_model_means_every_layer(tiny_llama_dir, tmp_path):
+    from transformers import AutoConfig
+
+    from fintune.train.backends import lora_layers
+
+    mc = AutoConfig.from_pretrained(tiny_llama_dir)
+    for top, want in ((0, None), (1, [1]), (2, None), (5, None)):
+        cfg = build_config(overrides=tiny_overrides(tmp_path, tiny_llama_dir, lora_top_layers=top))
+        assert lora_layers(cfg, mc) == want
+
 def test_adapter_record_names_base_and_settings(trained, tiny_llama_dir):
     cfg, out = trained
     rec = json.loads((Path(out) / "fintune_adapter.json").read_text())
