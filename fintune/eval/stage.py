@@ -17,6 +17,7 @@ from fintune.config import PipelineConfig
 from fintune.eval.evaluate import evaluate, load_eval_file, set_name
 from fintune.eval.report import markdown, stratified, write_report
 from fintune.eval.runner import GREEDY, R1_SAMPLING, GGUFRunner, HFRunner
+from fintune.export.llama_cpp import PPL_CHUNKS
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ def quant_notes(results: list[dict], ppl: dict[str, float]) -> list[str]:
             notes.append(f"Q4_K_M vs {ref['model'].upper()} on {r['eval_set']}: "
                          f"{100 * (r['accuracy'] - ref['accuracy']):+.1f} points accuracy")
     if ppl:
-        notes.append("Perplexity on held-out worked solutions (llama-perplexity, ctx 128, first 32 chunks): "
+        notes.append(f"Perplexity on held-out worked solutions (llama-perplexity, ctx 128, first {PPL_CHUNKS} chunks): "
                      + ", ".join(f"{k} {v:.3f}" for k, v in ppl.items()))
     return notes
 
