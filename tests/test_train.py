@@ -64,14 +64,16 @@ def test_lora_on_the_top_layers_trains_them_alone_and_backprop_stops_below(tiny_
 
 
 def test_lora_top_layers_beyond_the_model_means_every_layer(tiny_llama_dir, tmp_path):
+    from types import SimpleNamespace
+
     from transformers import AutoConfig
 
     from fintune.train.backends import lora_layers
 
-    mc = AutoConfig.from_pretrained(tiny_llama_dir)
+    model = SimpleNamespace(config=AutoConfig.from_pretrained(tiny_llama_dir))
     for top, want in ((0, None), (1, [1]), (2, None), (5, None)):
         cfg = build_config(overrides=tiny_overrides(tmp_path, tiny_llama_dir, lora_top_layers=top))
-        assert lora_layers(cfg, mc) == want
+        assert lora_layers(cfg, model) == want
 
 def test_adapter_record_names_base_and_settings(trained, tiny_llama_dir):
     cfg, out = trained

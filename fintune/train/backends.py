@@ -58,16 +58,16 @@ def load_unsloth(cfg: PipelineConfig, model_path: str):
         model, r=cfg.lora.lora_r, lora_alpha=cfg.lora.lora_alpha,
         target_modules=list(cfg.lora.target_modules), lora_dropout=cfg.lora.lora_dropout,
         bias="none", use_gradient_checkpointing="unsloth", random_state=cfg.train.train_seed,
-        layers_to_transform=lora_layers(cfg, model.config))
+        layers_to_transform=lora_layers(cfg, model))
     return model, tokenizer
 
 
-def lora_layers(cfg: PipelineConfig, model_config) -> list[int] | None:
+def lora_layers(cfg: PipelineConfig, model) -> list[int] | None:
     """The decoder layers that get LoRA: the last `lora_top_layers`, or all (None)."""
-    n, top = model_config.num_hidden_layers, cfg.lora.lora_top_layers
-    if not top or top >= n:
+    top = cfg.lora.lora_top_layers
+    if not top or top >= model.config.num_hidden_layers:
         return None
-    return list(range(n - top, n))
+    return list(range(model.config.num_hidden_layers - top, model.config.num_hidden_layers))
 
 
 def unsloth_responses_only(trainer, family):
@@ -86,7 +86,7 @@ def load_peft(cfg: PipelineConfig, model_path: str, on_cuda: bool, precision: st
     model, tokenizer = load_base(cfg, model_path, on_cuda, precision)
     lora = LoraConfig(r=cfg.lora.lora_r, lora_alpha=cfg.lora.lora_alpha,
                       lora_dropout=cfg.lora.lora_dropout, target_modules=list(cfg.lora.target_modules),
-                      layers_to_transform=lora_layers(cfg, model.config), bias="none", task_type="CAUSAL_LM")
+                      layers_to_transform=lora_layers(cfg, model), bias="none", task_type="CAUSAL_LM")
     from transformers import set_seed
 
     # LoRA A is drawn at random: seed it so a run is reproducible (Unsloth's random_state)
