@@ -12,7 +12,7 @@ on the assistant reply only), one after the other in this process:
   (length-grouped batches, no gradient checkpointing) and its trainer class
   (on one CPU process, the label-positions loss of fintune/train/loss.py, and
   LoRA inputs left in bf16 under autocast);
-- "TRL defaults": SFTTrainer given the model's path and a LoraConfig, with
+- "TRL defaults": SFTTrainer given the model's path and the same LoraConfig, with
   SFTConfig left at its defaults but for run length, batch size, learning rate
   and seed: fp32 weights with bf16 autocast, gradient checkpointing, random
   batches padded to their longest row, TRL's chunked_nll loss.
@@ -21,10 +21,11 @@ Tokens/s counts trained (non-padding) tokens from the end of the first step to
 the end of the last, so start-up and the first step's kernel selection are left
 out of both. MFU is achieved model FLOP/s over the matmul peak of the precision
 fintune chose, measured here at a training-shaped matmul (2048 x 576 x 1536)
-and at 1024^3, the larger taken. Model FLOPs per trained token: 4 x the frozen
-linear parameters (forward, and the input gradients of the backward) + 6 x the
-LoRA parameters + the attention scores, + 4 x vocab x hidden for the LM head on
-the label tokens; gradient checkpointing's recomputation is not counted as
+and at 1024^3, the larger taken. Model FLOPs per trained token: 2 x the frozen
+linear parameters (forward) + 2 x those of the layers the backward passes
+through (input gradients: from the lowest layer with LoRA up) + 6 x the LoRA
+parameters + the attention scores, + 4 x vocab x hidden for the LM head on the
+label tokens; gradient checkpointing's recomputation is not counted as
 useful work. The last line is `ratio: fintune tokens/s / TRL-defaults tokens/s`.
 """
 from __future__ import annotations
@@ -96,8 +97,16 @@ def run_trl_defaults(cfg, model_path, data, tmp: str):
     args = SFTConfig(output_dir=tmp, max_steps=t.max_steps, per_device_train_batch_size=t.per_device_train_batch_size,
                      learning_rate=t.learning_rate, seed=t.train_seed, use_cpu=True, report_to=[],
                      save_strategy="no", logging_steps=t.max_steps, include_num_input_tokens_seen="non_padding")
+    from types import SimpleNamespace
+
+    from transformers import AutoConfig
+
+    from fintune.train.backends import lora_layers
+
+    # the same LoRA as fintune's (rank, targets, layers): the ratio compares the trainers
+    layers = lora_layers(cfg, SimpleNamespace(config=AutoConfig.from_pretrained(model_path)))
     lora = LoraConfig(r=cfg.lora.lora_r, lora_alpha=cfg.lora.lora_alpha, lora_dropout=cfg.lora.lora_dropout,
-                      target_modules=list(cfg.lora.target_modules), task_type="CAUSAL_LM")
+                      target_modules=list(cfg.lora.target_modules), layers_to_transform=layers, task_type="CAUSAL_LM")
     clock = step_clock()
     trainer = SFTTrainer(model=model_path, args=args, peft_config=lora,
                          processing_class=AutoTokenizer.from_pretrained(model_path),
@@ -131,8 +140,10 @@ def flops_per_token(cfg, model_path: str, data: list[dict]) -> float:
     tokens = sum(len(d["input_ids"]) for d in data)
     label_share = sum(sum(l != -100 for l in d["labels"]) for d in data) / tokens
     mean_len = tokens / len(data)
-    attention = 6 * s.L * s.h * mean_len  # causal scores and weighted sum, forward + backward
-    return 4 * linear + 6 * trainable(cfg, s) + attention + 4 * s.V * s.h * label_share
+    # backward runs through the layers from the lowest one with LoRA up, not below it
+    grad_share = min(cfg.lora.lora_top_layers, s.L) / s.L if cfg.lora.lora_top_layers else 1.0
+    attention = (2 + 4 * grad_share) * s.L * s.h * mean_len  # causal scores and weighted sum
+    return (2 + 2 * grad_share) * linear + 6 * trainable(cfg, s) + attention + 4 * s.V * s.h * label_share
 
 
 def main(argv=None) -> int:
