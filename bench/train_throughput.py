@@ -27,6 +27,10 @@ through (input gradients: from the lowest layer with LoRA up) + 6 x the LoRA
 parameters + the attention scores, + 4 x vocab x hidden for the LM head on the
 label tokens; gradient checkpointing's recomputation is not counted as
 useful work. The last line is `ratio: fintune tokens/s / TRL-defaults tokens/s`.
+`--trl_fp32` turns TRL's bf16 off (its best case on a CPU without bf16
+instructions, where bf16 matmuls run ~100x slower than fp32); an AVX2-only CPU
+can be imitated on a newer one with ATEN_CPU_CAPABILITY=avx2
+ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2.
 """
 from __future__ import annotations
 
@@ -87,7 +91,7 @@ def run_fintune(cfg, model_path, data, precision: str, tmp: str):
     return clock.marks, args
 
 
-def run_trl_defaults(cfg, model_path, data, tmp: str):
+def run_trl_defaults(cfg, model_path, data, tmp: str, fp32: bool = False):
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoTokenizer
@@ -96,7 +100,8 @@ def run_trl_defaults(cfg, model_path, data, tmp: str):
     t = cfg.train
     args = SFTConfig(output_dir=tmp, max_steps=t.max_steps, per_device_train_batch_size=t.per_device_train_batch_size,
                      learning_rate=t.learning_rate, seed=t.train_seed, use_cpu=True, report_to=[],
-                     save_strategy="no", logging_steps=t.max_steps, include_num_input_tokens_seen="non_padding")
+                     save_strategy="no", logging_steps=t.max_steps, include_num_input_tokens_seen="non_padding",
+                     **({"bf16": False} if fp32 else {}))
     from types import SimpleNamespace
 
     from transformers import AutoConfig
@@ -155,6 +160,8 @@ def main(argv=None) -> int:
     p.add_argument("--config", default=str(ROOT / "configs" / "cpu-smollm2.yaml"))
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--pool", type=int, default=512, help="examples the batches are drawn from")
+    p.add_argument("--trl_fp32", action="store_true",
+                   help="TRL with bf16 off: on a CPU without bf16 instructions its bf16 default is too slow to time")
     args = p.parse_args(argv)
     cfg = build_config(load_yaml(args.config), {"max_steps": args.steps, "val_fraction": 0.0})
     model_path = resolve_base_model(cfg.model.base_model)
@@ -169,7 +176,7 @@ def main(argv=None) -> int:
           f"precision chosen by the stage: {precision}; {precision} matmul peak {peak / 1e9:.0f} GFLOP/s", flush=True)
     rates = {}
     for name, run in (("fintune", lambda tmp: run_fintune(cfg, model_path, data, precision, tmp)),
-                      ("TRL defaults", lambda tmp: run_trl_defaults(cfg, model_path, data, tmp))):
+                      ("TRL defaults", lambda tmp: run_trl_defaults(cfg, model_path, data, tmp, args.trl_fp32))):
         with tempfile.TemporaryDirectory() as tmp:
             marks, targs = run(tmp)
         rate, tokens, seconds = steady_rate(marks)
