@@ -82,15 +82,16 @@ def _sortino(rng):
     n = len(rets)
     mean = _r(sum(rets) / n, 4)
     sq = [round(x * x, 2) for x in rets if x < 0]
-    dvar = _r(sum(sq) / n, 4)
-    dd = _r(math.sqrt(dvar), 4)
+    # six decimals: with one small shortfall (-0.1%) four would put the ratio 1% off
+    dvar = _r(sum(sq) / n, 6)
+    dd = _r(math.sqrt(dvar), 6)
     sortino = round(mean / dd, 4)
     steps = ["Formula: Sortino = (mean - T) / DD, DD = sqrt(sum of min(r - T, 0)^2 / n)",
              f"Substitute: r = {', '.join(map(str, rets))}, T = 0, n = {n}",
              f"mean = {fmt(round(sum(rets), 1))} / {n} = {fmt(mean)}",
              f"squared shortfalls: {', '.join(fmt(x) for x in sq)}",
-             f"sum / n = {fmt(round(sum(sq), 2))} / {n} = {fmt(dvar)}",
-             f"DD = sqrt({fmt(dvar)}) = {fmt(dd)}", f"Sortino = {fmt(mean)} / {fmt(dd)} = {fmt(sortino)}"]
+             f"sum / n = {fmt(round(sum(sq), 2))} / {n} = {fmt(dvar, 6)}",
+             f"DD = sqrt({fmt(dvar, 6)}) = {fmt(dd, 6)}", f"Sortino = {fmt(mean)} / {fmt(dd, 6)} = {fmt(sortino)}"]
     return {"series": ", ".join(f"{x}%" for x in rets), "rets": rets}, steps, sortino, "ratio"
 
 
