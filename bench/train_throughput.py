@@ -92,22 +92,20 @@ def run_fintune(cfg, model_path, data, precision: str, tmp: str):
 
 
 def run_trl_defaults(cfg, model_path, data, tmp: str, fp32: bool = False):
+    from types import SimpleNamespace
+
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
+
+    from fintune.train.backends import lora_layers
 
     t = cfg.train
     args = SFTConfig(output_dir=tmp, max_steps=t.max_steps, per_device_train_batch_size=t.per_device_train_batch_size,
                      learning_rate=t.learning_rate, seed=t.train_seed, use_cpu=True, report_to=[],
                      save_strategy="no", logging_steps=t.max_steps, include_num_input_tokens_seen="non_padding",
                      **({"bf16": False} if fp32 else {}))
-    from types import SimpleNamespace
-
-    from transformers import AutoConfig
-
-    from fintune.train.backends import lora_layers
-
     # the same LoRA as fintune's (rank, targets, layers): the ratio compares the trainers
     layers = lora_layers(cfg, SimpleNamespace(config=AutoConfig.from_pretrained(model_path)))
     lora = LoraConfig(r=cfg.lora.lora_r, lora_alpha=cfg.lora.lora_alpha, lora_dropout=cfg.lora.lora_dropout,
