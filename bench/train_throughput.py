@@ -144,7 +144,7 @@ def flops_per_token(cfg, model_path: str, data: list[dict]) -> float:
     label_share = sum(sum(l != -100 for l in d["labels"]) for d in data) / tokens
     mean_len = tokens / len(data)
     # backward runs through the layers from the lowest one with LoRA up, not below it
-    grad_share = min(cfg.lora.lora_top_layers, s.L) / s.L if cfg.lora.lora_top_layers else 1.0
+    grad_share = cfg.lora.layer_count(s.L) / s.L
     attention = (2 + 4 * grad_share) * s.L * s.h * mean_len  # causal scores and weighted sum
     return (2 + 2 * grad_share) * linear + 6 * trainable(cfg, s) + attention + 4 * s.V * s.h * label_share
 

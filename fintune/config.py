@@ -102,6 +102,10 @@ class LoraConfig:
         _check(0.0 <= self.lora_dropout < 1.0, "lora.lora_dropout must be in [0, 1)")
         _check(len(self.target_modules) > 0, "lora.target_modules must not be empty")
 
+    def layer_count(self, n_layers: int) -> int:
+        """How many of a model's `n_layers` decoder layers get LoRA."""
+        return min(self.lora_top_layers, n_layers) if self.lora_top_layers else n_layers
+
 
 @dataclass
 class TrainConfig:

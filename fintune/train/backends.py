@@ -64,10 +64,11 @@ def load_unsloth(cfg: PipelineConfig, model_path: str):
 
 def lora_layers(cfg: PipelineConfig, model) -> list[int] | None:
     """The decoder layers that get LoRA: the last `lora_top_layers`, or all (None)."""
-    top = cfg.lora.lora_top_layers
-    if not top or top >= model.config.num_hidden_layers:
-        return None
-    return list(range(model.config.num_hidden_layers - top, model.config.num_hidden_layers))
+    if not cfg.lora.lora_top_layers:
+        return None  # every layer, without reading the model's config
+    n = model.config.num_hidden_layers
+    k = cfg.lora.layer_count(n)
+    return None if k == n else list(range(n - k, n))
 
 
 def unsloth_responses_only(trainer, family):

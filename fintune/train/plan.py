@@ -131,9 +131,8 @@ def memory(cfg, backend: str, max_seq_length: int | None = None) -> dict[str, fl
 
 
 def trainable(cfg, s: Shapes) -> int:
-    layers = min(cfg.lora.lora_top_layers, s.L) if cfg.lora.lora_top_layers else s.L
-    return layers * sum(cfg.lora.lora_r * (i + o) for name, (i, o) in s.linears().items()
-                     if name in cfg.lora.target_modules)
+    return cfg.lora.layer_count(s.L) * sum(cfg.lora.lora_r * (i + o) for name, (i, o) in s.linears().items()
+                                           if name in cfg.lora.target_modules)
 
 
 def needed(mem: dict[str, float], backend: str) -> float:
