@@ -137,6 +137,10 @@ class TrainConfig:
     # TRL turns it on by default; it trades ~30% step time for activation memory,
     # which a small model on CPU does not need.
     gradient_checkpointing: bool = True
+    # torch.compile each decoder layer (PEFT backend; Unsloth compiles its own kernels):
+    # fuses the norms, rotary and activations that run memory-bound in eager mode.
+    # Costs a compilation at the first step and needs a C++ compiler on a CPU.
+    torch_compile: bool = False
     train_seed: int = 3407
     # stop when eval loss has not improved by more than the threshold for this
     # many evaluations (0 = never); the best checkpoint is restored at the end

@@ -3,7 +3,9 @@
 # machine can reach) and build only the tools the pipeline calls.
 #   usage: scripts/setup_llama_cpp.sh [DEST=./llama.cpp] [PYTHON=python3]
 # GGML_NATIVE=OFF: a -march=native build dies with "Illegal instruction" on CPUs
-# that advertise AMX; the portable build still uses AVX2/FMA/F16C.
+# that advertise AMX; the portable build still uses AVX2/FMA/F16C, plus the
+# AVX-512 / VNNI / BF16 instruction sets this CPU lists in /proc/cpuinfo (never
+# AMX). Set LLAMA_CPP_PORTABLE=1 for a build that runs on any AVX2 machine.
 set -euo pipefail
 
 DEST=${1:-./llama.cpp}
@@ -12,8 +14,23 @@ LCP_VERSION=${LLAMA_CPP_PYTHON_VERSION:-0.3.36}
 # llama-server: the eval decodes several prompts together through its slots
 # (2.1x faster than one llama-completion per prompt, measured on 2 cores)
 TARGETS=(llama-quantize llama-completion llama-perplexity llama-server)
+
+# ggml's CMake option for each /proc/cpuinfo flag it needs (GGML_AVX512 needs all five)
+ISA=()
+if [ -z "${LLAMA_CPP_PORTABLE:-}" ] && [ -r /proc/cpuinfo ]; then
+  flags=" $(grep -m1 '^flags' /proc/cpuinfo | cut -d: -f2) "
+  has() { for f in "$@"; do [[ "$flags" == *" $f "* ]] || return 1; done; }
+  if has avx512f avx512cd avx512vl avx512dq avx512bw; then
+    ISA+=(-DGGML_AVX512=ON)
+    has avx512_vnni && ISA+=(-DGGML_AVX512_VNNI=ON)
+    has avx512_bf16 && ISA+=(-DGGML_AVX512_BF16=ON)
+    has avx512vbmi && ISA+=(-DGGML_AVX512_VBMI=ON)
+  fi
+  has avx_vnni && ISA+=(-DGGML_AVX_VNNI=ON)
+fi
 STAMP="$DEST/.fintune-build"
-WANT="llama-cpp-python==$LCP_VERSION targets=${TARGETS[*]}"
+# a build for other instruction sets (a copied tree, another machine) is rebuilt
+WANT="llama-cpp-python==$LCP_VERSION targets=${TARGETS[*]} isa=${ISA[*]:-avx2}"
 
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
   echo "llama.cpp: $DEST already built ($WANT)"
@@ -38,9 +55,9 @@ if [ ! -f "$DEST/convert_hf_to_gguf.py" ]; then
   mv "$DEST.partial" "$DEST"
 fi
 
-echo "llama.cpp: building ${TARGETS[*]} (portable, GGML_NATIVE=OFF)"
+echo "llama.cpp: building ${TARGETS[*]} (GGML_NATIVE=OFF; AVX2 ${ISA[*]:-only})"
 cmake -S "$DEST" -B "$DEST/build" -DCMAKE_BUILD_TYPE=Release \
-  -DGGML_NATIVE=OFF -DBUILD_SHARED_LIBS=OFF \
+  -DGGML_NATIVE=OFF -DBUILD_SHARED_LIBS=OFF "${ISA[@]}" \
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON \
   -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF > "$DEST/build-configure.log"
 cmake --build "$DEST/build" --config Release -j "$(nproc)" --target "${TARGETS[@]}" \

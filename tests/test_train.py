@@ -63,6 +63,50 @@ def test_lora_on_the_top_layers_trains_them_alone_and_backprop_stops_below(tiny_
     assert all(p.grad is not None for n, p in model.named_parameters() if p.requires_grad)
 
 
+def test_compiled_layers_keep_names_and_match_eager_loss_and_grads(tiny_llama_dir, tmp_path):
+    import copy
+
+    import torch
+
+    from fintune.train.backends import compile_layers, load_peft
+
+    cfg = build_config(overrides=tiny_overrides(tmp_path, tiny_llama_dir, torch_compile=True))
+    eager, _ = load_peft(cfg, str(tiny_llama_dir), on_cuda=False)
+    compiled = copy.deepcopy(eager)
+    assert compile_layers(compiled) == 2
+    # nn.Module.compile() sets the compiled forward here
+    assert all(layer._compiled_call_impl is not None for layer in compiled.get_base_model().model.layers)
+    assert list(compiled.state_dict()) == list(eager.state_dict())  # the saved adapter's names
+    torch.manual_seed(0)
+    for length in (9, 14):  # a second length must not need a model of its own (dynamic shapes)
+        ids = torch.randint(0, 1000, (2, length))
+        mask = torch.ones_like(ids)
+        mask[1, :3] = 0  # left padding: the layers get an explicit mask
+        losses = [m(input_ids=ids, attention_mask=mask, labels=ids).loss for m in (eager, compiled)]
+        for loss in losses:
+            loss.backward()
+        torch.testing.assert_close(losses[1], losses[0], rtol=1e-4, atol=1e-5)
+        grads = [{n: p.grad for n, p in m.named_parameters() if p.requires_grad} for m in (eager, compiled)]
+        assert grads[0].keys() == grads[1].keys()
+        for name, g in grads[0].items():
+            torch.testing.assert_close(grads[1][name], g, rtol=1e-3, atol=1e-5, msg=name)
+        for m in (eager, compiled):
+            m.zero_grad()
+
+
+def test_without_a_cxx_compiler_compile_is_skipped_not_failed(tiny_llama_dir, tmp_path, monkeypatch):
+    import shutil
+
+    from fintune.train.backends import compile_layers, load_peft
+
+    cfg = build_config(overrides=tiny_overrides(tmp_path, tiny_llama_dir))
+    model, _ = load_peft(cfg, str(tiny_llama_dir), on_cuda=False)
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert compile_layers(model) == 0
+    assert all(layer._compiled_call_impl is None for layer in model.get_base_model().model.layers)
+
+
 def test_lora_top_layers_beyond_the_model_means_every_layer(tiny_llama_dir, tmp_path):
     from types import SimpleNamespace
 

@@ -95,6 +95,41 @@ def load_peft(cfg: PipelineConfig, model_path: str, on_cuda: bool, precision: st
     return get_peft_model(model, lora), tokenizer
 
 
+def compile_layers(model) -> int:
+    """torch.compile every decoder layer in place (dynamic shapes: batches vary in
+    length), so parameter names, and with them the saved adapter, stay as they are.
+    Returns how many layers were compiled: 0 where inductor has no C++ compiler to
+    build CPU kernels with, which leaves the model in eager mode."""
+    import os
+    import shutil
+
+    import torch
+
+    on_cpu = next(model.parameters()).device.type == "cpu"
+    compilers = [os.environ.get("CXX", ""), "g++", "c++", "clang++"]
+    if on_cpu and not any(c and shutil.which(c) for c in compilers):
+        log.info("train: no C++ compiler found (CXX, g++, c++, clang++): torch_compile skipped, eager mode")
+        return 0
+    layers = decoder_layers(model)
+    for layer in layers:
+        layer.compile(dynamic=True)
+    log.info("train: torch.compile on %d decoder layers (compiled at the first step; %s)",
+             len(layers), torch.__version__)
+    return len(layers)
+
+
+def decoder_layers(model):
+    """The ModuleList of decoder layers of a (PEFT-wrapped) causal LM."""
+    from peft import PeftModel
+
+    causal_lm = model.get_base_model() if isinstance(model, PeftModel) else model
+    layers = getattr(getattr(causal_lm, "model", None), "layers", None)
+    if layers is None:
+        raise UsageError(f"train.torch_compile: no decoder layers found in {type(causal_lm).__name__} "
+                         "(expected model.layers); turn torch_compile off")
+    return layers
+
+
 def load_base(cfg: PipelineConfig, model_path: str, on_cuda: bool, precision: str = "fp32"):
     """The base model for LoRA: NF4 with double quantization on CUDA (QLoRA)
     when load_in_4bit; on a CPU training in bf16, the frozen weights in bf16

@@ -91,8 +91,12 @@ def run(cfg: PipelineConfig) -> Path:
     precision = pick_precision(cfg, on_cuda)
     if choice.backend == "unsloth":
         model, tokenizer = backends.load_unsloth(cfg, model_path)
+        if t.torch_compile:
+            log.info("train: torch_compile left to Unsloth, which compiles its own kernels")
     else:
         model, tokenizer = backends.load_peft(cfg, model_path, on_cuda, precision)
+        if t.torch_compile:
+            backends.compile_layers(model)
 
     if t.dpo and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UsageError("--dpo runs in a single process; train SFT under torchrun, then DPO without it")
