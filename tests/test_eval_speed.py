@@ -122,3 +122,18 @@ def test_llama_server_serves_more_requests_than_its_log_pipe_holds():
         server.log.seek(0, 2)
         assert server.log.tell() > 64 * 1024
     assert len(done) == 300 and all(c.n_tokens == 1 for c in done)
+
+
+def test_llama_cpp_version_names_the_instruction_sets_it_was_built_for(tmp_path):
+    from fintune.export.llama_cpp import LlamaCpp
+
+    lc = LlamaCpp(tmp_path)
+    assert lc.version() == "unknown"
+    (tmp_path / ".fintune-source").write_text("llama-cpp-python==0.3.36\n")
+    assert lc.version() == "llama-cpp-python==0.3.36"
+    stamp = "llama-cpp-python==0.3.36 targets=llama-quantize llama-server isa={}\n"
+    (tmp_path / ".fintune-build").write_text(stamp.format("avx2"))
+    avx2 = lc.version()
+    (tmp_path / ".fintune-build").write_text(stamp.format("-DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON"))
+    # the reply cache's key and the export record change with the build
+    assert avx2 == "llama-cpp-python==0.3.36 (avx2)" and lc.version() != avx2

@@ -48,8 +48,13 @@ class LlamaCpp:
             self.binary(name)
 
     def version(self) -> str:
+        """Source release and the instruction sets it was built for: builds for
+        different sets round differently, so greedy replies can differ."""
         src = self.root / ".fintune-source"
-        return src.read_text().strip() if src.is_file() else "unknown"
+        version = src.read_text().strip() if src.is_file() else "unknown"
+        stamp = self.root / ".fintune-build"
+        isa = re.search(r"isa=(.*)$", stamp.read_text().strip()) if stamp.is_file() else None
+        return f"{version} ({isa.group(1)})" if isa else version
 
     def quant_types(self) -> list[str]:
         """Quantization type names as llama-quantize itself lists them."""
