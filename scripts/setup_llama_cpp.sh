@@ -15,22 +15,21 @@ LCP_VERSION=${LLAMA_CPP_PYTHON_VERSION:-0.3.36}
 # (2.1x faster than one llama-completion per prompt, measured on 2 cores)
 TARGETS=(llama-quantize llama-completion llama-perplexity llama-server)
 
-# ggml's CMake option for each /proc/cpuinfo flag it needs (GGML_AVX512 needs all five)
+# ggml's CMake option for each /proc/cpuinfo flag it needs (GGML_AVX512 needs all five).
+# Every option is passed ON or OFF: CMake's cache would keep an ON from an earlier build.
+on() { [ -z "${LLAMA_CPP_PORTABLE:-}" ] && [[ "$FLAGS" == *" $1 "* ]]; }
+FLAGS=" $( (grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || true) | cut -d: -f2) "
 ISA=()
-if [ -z "${LLAMA_CPP_PORTABLE:-}" ] && [ -r /proc/cpuinfo ]; then
-  flags=" $(grep -m1 '^flags' /proc/cpuinfo | cut -d: -f2) "
-  has() { for f in "$@"; do [[ "$flags" == *" $f "* ]] || return 1; done; }
-  if has avx512f avx512cd avx512vl avx512dq avx512bw; then
-    ISA+=(-DGGML_AVX512=ON)
-    has avx512_vnni && ISA+=(-DGGML_AVX512_VNNI=ON)
-    has avx512_bf16 && ISA+=(-DGGML_AVX512_BF16=ON)
-    has avx512vbmi && ISA+=(-DGGML_AVX512_VBMI=ON)
-  fi
-  has avx_vnni && ISA+=(-DGGML_AVX_VNNI=ON)
-fi
+avx512=OFF
+on avx512f && on avx512cd && on avx512vl && on avx512dq && on avx512bw && avx512=ON
+ISA+=("-DGGML_AVX512=$avx512")
+for pair in AVX512_VNNI:avx512_vnni AVX512_BF16:avx512_bf16 AVX512_VBMI:avx512vbmi; do
+  if [ $avx512 = ON ] && on "${pair#*:}"; then ISA+=("-DGGML_${pair%%:*}=ON"); else ISA+=("-DGGML_${pair%%:*}=OFF"); fi
+done
+if on avx_vnni; then ISA+=(-DGGML_AVX_VNNI=ON); else ISA+=(-DGGML_AVX_VNNI=OFF); fi
 STAMP="$DEST/.fintune-build"
 # a build for other instruction sets (a copied tree, another machine) is rebuilt
-WANT="llama-cpp-python==$LCP_VERSION targets=${TARGETS[*]} isa=${ISA[*]:-avx2}"
+WANT="llama-cpp-python==$LCP_VERSION targets=${TARGETS[*]} isa=${ISA[*]}"
 
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
   echo "llama.cpp: $DEST already built ($WANT)"
@@ -55,7 +54,7 @@ if [ ! -f "$DEST/convert_hf_to_gguf.py" ]; then
   mv "$DEST.partial" "$DEST"
 fi
 
-echo "llama.cpp: building ${TARGETS[*]} (GGML_NATIVE=OFF; AVX2 ${ISA[*]:-only})"
+echo "llama.cpp: building ${TARGETS[*]} (GGML_NATIVE=OFF, AVX2 and ${ISA[*]})"
 cmake -S "$DEST" -B "$DEST/build" -DCMAKE_BUILD_TYPE=Release \
   -DGGML_NATIVE=OFF -DBUILD_SHARED_LIBS=OFF "${ISA[@]}" \
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON \
