@@ -17,8 +17,11 @@ TARGETS=(llama-quantize llama-completion llama-perplexity llama-server)
 
 # ggml's CMake option for each /proc/cpuinfo flag it needs (GGML_AVX512 needs all five).
 # Every option is passed ON or OFF: CMake's cache would keep an ON from an earlier build.
-on() { [ -z "${LLAMA_CPP_PORTABLE:-}" ] && [[ "$FLAGS" == *" $1 "* ]]; }
-FLAGS=" $( (grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || true) | cut -d: -f2) "
+FLAGS=" "  # LLAMA_CPP_PORTABLE: as if the CPU listed none
+if [ -z "${LLAMA_CPP_PORTABLE:-}" ]; then
+  FLAGS=" $( (grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || true) | cut -d: -f2) "
+fi
+on() { [[ "$FLAGS" == *" $1 "* ]]; }
 ISA=()
 avx512=OFF
 on avx512f && on avx512cd && on avx512vl && on avx512dq && on avx512bw && avx512=ON
