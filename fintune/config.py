@@ -94,6 +94,9 @@ class LoraConfig:
     # LoRA on the last N decoder layers only (0 = every layer): backpropagation
     # then stops below them, which is most of a CPU step's time on a small model
     lora_top_layers: int = 0
+    # LoRA+: LoRA B learns this many times faster than LoRA A (0 = plain LoRA, one
+    # learning rate); LLaMA-Factory's and Axolotl's `loraplus_lr_ratio`, PEFT's optimizer
+    loraplus_lr_ratio: float = 0.0
 
     def __post_init__(self):
         _check(self.lora_r > 0, f"lora.lora_r must be > 0, got {self.lora_r}")
@@ -101,6 +104,8 @@ class LoraConfig:
         _check(self.lora_alpha > 0, f"lora.lora_alpha must be > 0, got {self.lora_alpha}")
         _check(0.0 <= self.lora_dropout < 1.0, "lora.lora_dropout must be in [0, 1)")
         _check(len(self.target_modules) > 0, "lora.target_modules must not be empty")
+        _check(self.loraplus_lr_ratio == 0 or self.loraplus_lr_ratio >= 1,
+               f"lora.loraplus_lr_ratio must be 0 (off) or >= 1, got {self.loraplus_lr_ratio}")
 
     def layer_count(self, n_layers: int) -> int:
         """How many of a model's `n_layers` decoder layers get LoRA."""

@@ -94,6 +94,63 @@ def test_compiled_layers_keep_names_and_match_eager_loss_and_grads(tiny_llama_di
             m.zero_grad()
 
 
+def _graphs_compiled() -> int:
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
+
+
+def test_compiled_layers_share_one_graph_when_every_layer_has_lora(tiny_llama_dir, tmp_path):
+    import torch
+
+    from fintune.train.backends import compile_layers, load_peft
+
+    torch._dynamo.reset()
+    cfg = build_config(overrides=tiny_overrides(tmp_path, tiny_llama_dir, torch_compile=True))
+    model, _ = load_peft(cfg, str(tiny_llama_dir), on_cuda=False)
+    before = _graphs_compiled()
+    compile_layers(model)
+    ids = torch.randint(0, 1000, (2, 11))
+    assert model.get_input_embeddings()(ids).requires_grad  # layer 0's input now needs a gradient, as the others'
+    model(input_ids=ids, labels=ids, use_cache=False).loss.backward()  # as in training: no KV cache
+    assert _graphs_compiled() - before == 1  # layer 0 no longer compiles a variant of its own
+
+    # LoRA on the top layer only: layer 0's input stays without a gradient, so the backward stops above it
+    top, _ = load_peft(build_config(overrides=tiny_overrides(tmp_path, tiny_llama_dir, torch_compile=True,
+                                                             lora_top_layers=1)), str(tiny_llama_dir), on_cuda=False)
+    compile_layers(top)
+    assert not top.get_input_embeddings()(ids).requires_grad
+
+
+def test_validation_of_a_compiled_model_runs_eager_and_compiles_nothing(tiny_llama_dir, tmp_path):
+    import math
+
+    import torch
+    from datasets import Dataset
+
+    from fintune.templates import detect, tokenize_example
+    from fintune.train.backends import compile_layers, eager_evaluation, load_peft
+    from fintune.train.loss import sft_trainer_class
+    from fintune.train.trainer import sft_args
+
+    torch._dynamo.reset()
+    cfg = build_config(overrides=tiny_overrides(tmp_path, tiny_llama_dir, torch_compile=True, max_steps=1))
+    model, tok = load_peft(cfg, str(tiny_llama_dir), on_cuda=False)
+    compile_layers(model)
+    rows = [[{"role": "user", "content": f"What is {i} x 3?"}, {"role": "assistant", "content": f"Final answer: {3 * i}"}]
+            for i in range(4)]
+    data = Dataset.from_list([tokenize_example(tok, detect(tok.chat_template), r) for r in rows])
+    trainer = eager_evaluation(sft_trainer_class(lean_loss=True))(
+        model=model, args=sft_args(cfg, "fp32", on_cuda=False, has_val=True), processing_class=tok,
+        train_dataset=data, eval_dataset=data)
+    trainer.train()
+    compiled = _graphs_compiled()
+    loss = trainer.evaluate()["eval_loss"]
+    assert _graphs_compiled() == compiled and math.isfinite(loss)
+    model(input_ids=torch.tensor([data[0]["input_ids"]]))  # the training graphs are still in use afterwards
+    assert all(layer._compiled_call_impl is not None for layer in model.get_base_model().model.layers)
+
+
 def test_without_a_cxx_compiler_compile_is_skipped_not_failed(tiny_llama_dir, tmp_path, monkeypatch):
     import shutil
 

@@ -113,9 +113,32 @@ def compile_layers(model) -> int:
     layers = decoder_layers(model)
     for layer in layers:
         layer.compile(dynamic=True)
+    if any(p.requires_grad for p in layers[0].parameters()):
+        # The embeddings are frozen, so layer 0's input alone needs no gradient and
+        # compiled as a variant of its own (13 s of a cold first step, measured). The
+        # backward reaches layer 0 for its LoRA weights anyway; this adds only the
+        # gradient of its input. (With LoRA on the top layers only, layer 0 is
+        # left as it is: a gradient there would make the backward reach every layer.)
+        model.enable_input_require_grads()
     log.info("train: torch.compile on %d decoder layers (compiled at the first step; %s)",
              len(layers), torch.__version__)
     return len(layers)
+
+
+def eager_evaluation(trainer_class: type) -> type:
+    """`trainer_class` whose validation runs compiled layers eagerly: under no_grad
+    they would compile one more variant (5-9 s cold, measured) for a validation
+    split that takes 0.5 s eager."""
+
+    class EagerEvaluation(trainer_class):
+        def evaluate(self, *args, **kwargs):
+            import torch
+
+            with torch.compiler.set_stance("force_eager"):
+                return super().evaluate(*args, **kwargs)
+
+    EagerEvaluation.__name__ = f"EagerEval{trainer_class.__name__}"
+    return EagerEvaluation
 
 
 def decoder_layers(model):

@@ -20,6 +20,7 @@ from fintune.errors import MissingError, UsageError
 from fintune.manifest import atomic_path, write_json_atomic
 from fintune.templates import detect, tokenize_example
 from fintune.train import backends, signals
+from fintune.train.loraplus import with_loraplus
 from fintune.train.loss import lora_inputs_uncast
 
 log = logging.getLogger(__name__)
@@ -89,14 +90,14 @@ def run(cfg: PipelineConfig) -> Path:
 
         plan.require_fit(cfg, choice.backend)
     precision = pick_precision(cfg, on_cuda)
+    compiled = False
     if choice.backend == "unsloth":
         model, tokenizer = backends.load_unsloth(cfg, model_path)
         if t.torch_compile:
             log.info("train: torch_compile left to Unsloth, which compiles its own kernels")
     else:
         model, tokenizer = backends.load_peft(cfg, model_path, on_cuda, precision)
-        if t.torch_compile:
-            backends.compile_layers(model)
+        compiled = bool(t.torch_compile and backends.compile_layers(model))
 
     if t.dpo and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UsageError("--dpo runs in a single process; train SFT under torchrun, then DPO without it")
@@ -109,7 +110,7 @@ def run(cfg: PipelineConfig) -> Path:
     log.info("train: %d examples (%d dropped over max_seq_length=%d), %d validation, template %s",
              stats["kept"], stats["dropped_too_long"], cfg.model.max_seq_length, len(val_ex), family.name)
 
-    trainer = make_trainer(cfg, model, tokenizer, train_ex, val_ex, precision, on_cuda)
+    trainer = make_trainer(cfg, model, tokenizer, train_ex, val_ex, precision, on_cuda, compiled)
     if choice.backend == "unsloth":
         trainer = backends.unsloth_responses_only(trainer, family)
     resume = resolve_checkpoint(t.resume_from_checkpoint, t.checkpoint_dir)
@@ -162,7 +163,7 @@ def session_tokens_callback():
     return _SessionTokens()
 
 
-def make_trainer(cfg, model, tokenizer, train_ex, val_ex, precision: str, on_cuda: bool):
+def make_trainer(cfg, model, tokenizer, train_ex, val_ex, precision: str, on_cuda: bool, compiled: bool = False):
     from datasets import Dataset
 
     from fintune.train.loss import sft_trainer_class
@@ -176,6 +177,9 @@ def make_trainer(cfg, model, tokenizer, train_ex, val_ex, precision: str, on_cud
         callbacks.append(EarlyStoppingCallback(t.early_stopping_patience, t.early_stopping_threshold))
     # one CPU process: the label-positions loss (train/loss.py); else TRL's own
     trainer_class = sft_trainer_class(lean_loss=not on_cuda and int(os.environ.get("WORLD_SIZE", "1")) == 1)
+    trainer_class = with_loraplus(trainer_class, cfg.lora.loraplus_lr_ratio)
+    if compiled:
+        trainer_class = backends.eager_evaluation(trainer_class)
     return trainer_class(model=model, args=args, processing_class=tokenizer,
                       train_dataset=Dataset.from_list(train_ex),
                       eval_dataset=Dataset.from_list(val_ex) if val_ex else None, callbacks=callbacks)
