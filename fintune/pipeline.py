@@ -55,6 +55,16 @@ def _train_settings(cfg: PipelineConfig) -> dict:
     return {"model": cfg.section_dict("model"), "lora": cfg.section_dict("lora"), "train": train}
 
 
+def _data_settings(cfg: PipelineConfig) -> dict:
+    settings = {**cfg.section_dict("data"), "base_model": cfg.model.base_model,
+                "max_seq_length": cfg.model.max_seq_length}
+    if "quant" in cfg.data.generators:  # a changed curriculum is new data, like a changed setting
+        from fintune.data.quant import curriculum_digest
+
+        settings["curriculum"] = curriculum_digest()
+    return settings
+
+
 def _export_settings(cfg: PipelineConfig) -> dict:
     from fintune.export.llama_cpp import LlamaCpp
 
@@ -66,9 +76,7 @@ def _export_settings(cfg: PipelineConfig) -> dict:
 
 STAGES = [
     # the data stage tokenizes with the base model against max_seq_length
-    Stage("data", "skip_dataset_prep", "fintune.data:run",
-          lambda c: {**c.section_dict("data"), "base_model": c.model.base_model,
-                     "max_seq_length": c.model.max_seq_length}),
+    Stage("data", "skip_dataset_prep", "fintune.data:run", _data_settings),
     Stage("train", "skip_training", "fintune.train:run", _train_settings, after=("data",), own_process=True,
           steps=lambda c: importlib.import_module("fintune.train").steps(c)),
     Stage("merge", "skip_merge", "fintune.merge:run",

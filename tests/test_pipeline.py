@@ -219,3 +219,23 @@ def test_eval_cli_bad_file_names_file_and_line(tmp_path, capsys):
     f.write_text(json.dumps(EXTERNAL[0]) + "\n" + json.dumps({"id": "z", "question": "q"}) + "\n")
     assert main(["--eval_file", str(f), "--gguf", str(tmp_path / "none.gguf"), "--output", str(tmp_path)]) == 2
     assert f"{f}:2: missing field(s) answer_numeric" in capsys.readouterr().err
+
+
+def test_a_changed_curriculum_reruns_the_data_stage(tmp_path, monkeypatch):
+    """New phrasings or worked steps are new data: the data stage's fingerprint
+    changes with them, as with a changed setting, and with nothing else."""
+    from fintune.data import quant
+    from fintune.manifest import Manifest
+    from fintune.pipeline import STAGES, fingerprint
+
+    cfg = build_config(overrides={"data_dir": str(tmp_path / "data")})
+    data_stage, manifest = STAGES[0], Manifest(tmp_path / "m.json")
+    before = fingerprint(data_stage, cfg, manifest)
+    assert fingerprint(data_stage, cfg, manifest) == before  # deterministic
+    fam = quant.FAMILIES.get("cagr")
+    monkeypatch.setattr(fam, "templates", fam.templates[:-1] + ["CAGR of ${A} -> ${B} over {n} years?"] + fam.templates[-1:])
+    assert fingerprint(data_stage, cfg, manifest) != before
+    monkeypatch.undo()
+    plain = quant.Problem.solution
+    monkeypatch.setattr(quant.Problem, "solution", lambda self: plain(self).replace("Final answer", "Answer"))
+    assert fingerprint(data_stage, cfg, manifest) != before

@@ -81,6 +81,10 @@ def pct(x: float) -> float:
     "How much will ${P} be worth after {n} years at {r}% interest compounded annually? Answer in dollars.",
     "Principal ${P}, annual rate {r}%, {n} years, yearly compounding. Future value in dollars?",
     "I save ${P} at {r}% a year, compounded annually. What will the savings be worth in {n} years, in dollars?",
+    "Future value in dollars: ${P} at {r}% compounded yearly for {n} years?",
+    "Calculate what ${P} grows to in {n} years at {r}% annual interest with yearly compounding, in dollars.",
+    "My bank pays {r}% compounded annually. If I leave ${P} there for {n} years, how much will I have, in dollars?",
+    "Given P = ${P}, r = {r}% per year and n = {n} years (annual compounding), find FV in dollars.",
     "If ${P} is placed in an account paying {r}% annually (compounded once a year), what will the balance be after {n} years, in dollars?",
 ])
 def _compound(rng):
@@ -105,6 +109,10 @@ def _compound(rng):
     "From ${A} to ${B} in {n} years: what is the compound annual growth rate (percent)?",
     "My account went from ${A} to ${B} over {n} years. What was my average annual compounded return, in percent?",
     "Find the CAGR in percent for a value that started at ${A} and finished at ${B} after {n} years.",
+    "Initial amount ${A}, final amount ${B}, {n} years: CAGR as a percent?",
+    "Calculate the compound annual growth rate (percent) of an asset that went from ${A} to ${B} in {n} years.",
+    "Over {n} years a holding rose (or fell) from ${A} to ${B}. What yearly compounded rate of growth is that, in percent?",
+    "What constant yearly return in percent takes ${A} to ${B} over {n} years with compounding?",
     "What annual growth rate, compounded, turns ${A} into ${B} in {n} years? Answer in percent.",
 ])
 def _cagr(rng):
@@ -128,6 +136,10 @@ def _cagr(rng):
     "Price high ${peak}, subsequent low ${trough}. Drawdown in percent?",
     "My portfolio hit ${peak} and later dropped to ${trough}. How big was the drawdown, in percent?",
     "What percentage decline is it from a peak of ${peak} to a trough of ${trough}?",
+    "High ${peak}, low ${trough} afterwards: drawdown in percent?",
+    "Calculate the percentage drawdown when an asset falls from its peak of ${peak} to ${trough}.",
+    "My account was at ${peak} at its best and then dropped to ${trough}. What percent drawdown is that?",
+    "How far below its high, in percent, is a price of ${trough} after a peak of ${peak}?",
     "From a top of ${peak} the price slid to ${trough}. By what percent is it below its peak?",
 ])
 def _drawdown(rng):
@@ -149,6 +161,10 @@ def _drawdown(rng):
     "Prices: {series}. Largest peak-to-trough decline in percent?",
     "What is the maximum drawdown (percent) of a portfolio whose values were {series}?",
     "Find the worst drop from a previous high, in percent, in the price path {series}.",
+    "Series {series}: maximum drawdown in percent?",
+    "Calculate the maximum drawdown, in percent, of the closing prices {series}.",
+    "My account values over time were {series}. What was my worst peak-to-trough loss, in percent?",
+    "Given the prices {series}, find the largest fall from a running high, in percent.",
     "An equity curve went {series}. Find the maximum drawdown (percent).",
 ])
 def _max_drawdown(rng):
@@ -176,6 +192,10 @@ def _max_drawdown(rng):
     "Return {R}%, volatility {s}%, risk-free rate {rf}%. Sharpe ratio?",
     "What Sharpe ratio does a portfolio have if it earns {R}% a year with {s}% volatility and cash yields {rf}%?",
     "Find the Sharpe ratio: expected return {R}%, risk-free {rf}%, standard deviation {s}%.",
+    "R {R}%, Rf {rf}%, σ {s}%: Sharpe ratio?",
+    "Calculate the Sharpe ratio of a portfolio with a {R}% return, a {s}% standard deviation and a {rf}% risk-free rate.",
+    "My fund made {R}% with {s}% volatility while T-bills paid {rf}%. What is its Sharpe ratio?",
+    "Given R = {R}%, Rf = {rf}% and σ = {s}%, find (R - Rf) / σ.",
     "A fund has an expected return of {R}%, a risk-free rate of {rf}% applies, and its return standard deviation is {s}%. Find its Sharpe ratio.",
 ])
 def _sharpe(rng):
@@ -199,6 +219,10 @@ PERIODS = {"daily": 252, "weekly": 52, "monthly": 12}
     "Volatility of {per} returns: {v}%. With {N} {unit} a year, what is the annualized volatility, in percent?",
     "Annualize a {v}% {per} standard deviation of returns ({N} {unit} per year). Answer in percent.",
     "What is the yearly volatility in percent if {per} returns have a standard deviation of {v}% and there are {N} {unit} per year?",
+    "{per} volatility {v}%, {N} {unit} a year: annualized volatility in percent?",
+    "Calculate the annualized volatility, in percent, from a {per} standard deviation of {v}% with {N} {unit} per year.",
+    "My strategy's {per} returns have a standard deviation of {v}%. With {N} {unit} in a year, what is its annual volatility in percent?",
+    "Given a {per} σ of {v}% and {N} periods per year, find σ × √{N} in percent.",
     "Convert a {per} volatility of {v}% into an annualized figure, in percent, using the square-root-of-time rule with {N} periods a year.",
 ])
 def _vol(rng):
@@ -220,6 +244,10 @@ def _vol(rng):
     "Odds {b} to 1, chance of winning {p}%. Kelly stake as a percent of bankroll?",
     "What percentage of my bankroll should I bet, per the Kelly criterion, on a {p}% chance of a {b}:1 payoff?",
     "Kelly sizing: p = {p}%, b = {b}. Optimal bet in percent of capital?",
+    "p = {p}%, odds {b}:1: Kelly fraction in percent?",
+    "Calculate the Kelly stake, in percent of bankroll, for a bet with a {p}% win probability at net odds of {b} to 1.",
+    "I win {p}% of my bets and each win pays {b} times my stake. How much of my bankroll should I bet, in percent, by Kelly?",
+    "Given win probability {p}% and payoff {b} to 1, find f* = (b × p - q) / b in percent.",
     "What percent of capital should a Kelly bettor risk on a wager with a {p}% chance of winning {b} times the stake (and losing the stake otherwise)?",
 ])
 def _kelly(rng):
@@ -244,6 +272,10 @@ def _kelly(rng):
     "Probability of a win {p}%, average winner ${W}, average loser ${L}. Expected value per trade in dollars?",
     "A trading system wins {p}% of the time. Winners make ${W} and losers cost ${L}. What does it earn per trade on average, in dollars?",
     "Compute the expectancy in dollars: wins of ${W} with {p}% probability, losses of ${L} otherwise.",
+    "Win {p}% for +${W}, lose ${L} otherwise: expectancy per trade in dollars?",
+    "Calculate the average dollar profit per trade when {p}% of trades win ${W} and the rest lose ${L}.",
+    "My strategy wins {p}% of the time. Winners average ${W}; losers average ${L}. What do I make per trade on average, in dollars?",
+    "Given a {p}% win probability, an average gain of ${W} and an average loss of ${L}, find EV = p × W - (1 - p) × L in dollars.",
     "Trades win with probability {p}% (+${W}) and otherwise lose ${L}. Expected dollar value per trade?",
 ])
 def _ev(rng):
@@ -267,6 +299,10 @@ def _ev(rng):
     "My winners average {R} times my losers. What percentage of trades must win for me to break even?",
     "Reward/risk {R}:1. Break-even probability of a win, in percent?",
     "If each winning trade earns {R} times what a losing trade loses, what win rate (percent) leaves the strategy at zero expected profit?",
+    "Payoff ratio {R}: what win rate in percent is breakeven?",
+    "Each win pays {R} times the size of each loss. Find the break-even win rate, in percent.",
+    "How often, in percent, must a trader win to break even when wins are {R}x the losses?",
+    "Calculate the minimum win rate (percent) for zero expectancy with an average win/loss ratio of {R}.",
     "What win percentage makes a system with payoff ratio {R} break even?",
 ])
 def _breakeven(rng):
@@ -285,6 +321,10 @@ def _breakeven(rng):
     "Account ${A}, risk per trade {r}%, entry ${E}, stop ${S}. Shares to buy (whole number)?",
     "I have ${A} and will risk {r}% on a trade. I buy at ${E} with a stop-loss at ${S}. How many shares, rounded down?",
     "Find the position size in whole shares: capital ${A}, risk {r}%, entry price ${E}, stop price ${S}.",
+    "Capital ${A}, risk {r}%, buy ${E}, stop ${S}: whole shares?",
+    "Calculate how many whole shares to buy so that a stop at ${S} on an entry at ${E} loses {r}% of a ${A} account.",
+    "My account is ${A} and I risk {r}% per trade. I enter at ${E} and set a stop at ${S}. How many shares should I buy (whole number)?",
+    "Given A = ${A}, risk r = {r}%, entry ${E} and stop ${S}, find shares = floor(A × r / (Entry - Stop)).",
     "How many shares (whole) can you buy at ${E} with a stop at ${S} if you risk {r}% of ${A}?",
 ])
 def _position(rng):
@@ -309,6 +349,10 @@ def _position(rng):
     "Risk-free rate {rf}%, expected market return {rm}%, stock beta {beta}. What expected return (percent) does the capital asset pricing model give?",
     "If the market is expected to return {rm}% and Treasury bills yield {rf}%, what should investors expect from a stock with beta {beta}, per CAPM? Answer in percent.",
     "Find the CAPM cost of equity in percent: beta = {beta}, Rf = {rf}%, Rm = {rm}%.",
+    "CAPM: beta {beta}, Rf {rf}%, Rm {rm}%. Expected return in percent?",
+    "Calculate the required return on equity (percent) under the capital asset pricing model for beta {beta}, a {rf}% risk-free rate and a {rm}% market return.",
+    "A share's beta is {beta}. Treasuries yield {rf}% and the market should earn {rm}%. What does CAPM give as its expected return, in percent?",
+    "What is the expected return in percent of a stock with beta {beta}, given E(Rm) = {rm}% and Rf = {rf}%, using CAPM?",
     "Beta {beta}, market return {rm}%, risk-free {rf}%: CAPM required return in percent?",
 ])
 def _capm(rng):
@@ -354,6 +398,23 @@ def generate_unseen(n: int, seed: int) -> list[Problem]:
     names = FAMILIES.names()
     return [generate(names[i % len(names)], rng, template=len(FAMILIES.get(names[i % len(names)]).templates) - 1)
             for i in range(n)]
+
+
+def curriculum_digest(per_family: int = 10) -> str:
+    """What the generator writes, as a digest: every family's phrasings, the user
+    prompt around a question, and a fixed draw of problems (question, worked
+    steps, answer). The data stage's settings include it, so a rerun after the
+    curriculum changed regenerates the data instead of training on the old rows."""
+    import hashlib
+    import json
+
+    from fintune.prompts import user_prompt
+
+    names = FAMILIES.names()
+    h = hashlib.sha256(json.dumps([[n, FAMILIES.get(n).templates] for n in names] + [user_prompt("?")]).encode())
+    for p in generate_set(per_family * len(names), seed=0) + generate_unseen(len(names), seed=0):
+        h.update(json.dumps([p.family, p.question, p.solution(), p.unit]).encode())
+    return h.hexdigest()[:16]
 
 
 # The other families register themselves; imported last because they use the helpers above.

@@ -27,6 +27,10 @@ def ncdf(x: float) -> float:
     "How much does ${P} become after {t} years at a continuously compounded rate of {r}%? Answer in dollars.",
     "Principal ${P}, rate {r}% per annum with continuous compounding, time {t} years. Future value in dollars?",
     "Using FV = P e^(rt), find the value in dollars of ${P} after {t} years at {r}%.",
+    "Continuous compounding: ${P} at {r}% for {t} years. Future value in dollars?",
+    "Calculate the value in dollars of ${P} after {t} years if interest of {r}% a year is compounded continuously.",
+    "I put ${P} into an account that compounds continuously at {r}% a year. What will it be worth after {t} years, in dollars?",
+    "Given P = ${P}, r = {r}% and t = {t} years, find P e^(rt) in dollars.",
     "A deposit of ${P} earns {r}% continuously compounded. Balance after {t} years, in dollars?",
 ])
 def _continuous(rng):
@@ -49,6 +53,10 @@ def _continuous(rng):
     "Returns by year: {series}. What is the total return over the whole period, compounded, in percent?",
     "What is the cumulative compounded return (percent) of a portfolio that gained or lost {series} in successive years?",
     "Compute the compounded total of the returns {series}, in percent.",
+    "Period returns {series}: total compounded return in percent?",
+    "Calculate the overall return in percent after earning {series} one period after another.",
+    "My portfolio made {series} over consecutive years. What is my total return over the whole time, compounded, in percent?",
+    "Link the returns {series} geometrically. Total return, in percent?",
     "Chain the period returns {series} into one cumulative return (percent).",
 ])
 def _series(rng):
@@ -72,6 +80,10 @@ def _series(rng):
     "Sortino ratio (target 0%) of a strategy whose returns were {series}?",
     "A strategy's monthly returns were {series}. Compute its Sortino ratio, with the downside deviation measured against 0% over every period.",
     "What is the Sortino ratio for returns {series}, with a 0% target?",
+    "Returns {series}, MAR 0%: Sortino ratio?",
+    "Calculate the Sortino ratio of the period returns {series} against a 0% target, with downside deviation taken over all periods.",
+    "My strategy's returns were {series}. Using 0% as the target, what is its Sortino ratio?",
+    "Given returns {series}, find mean return / downside deviation (target 0%).",
     "For period returns of {series} and a minimum acceptable return of zero, what is the Sortino ratio?",
 ])
 def _sortino(rng):
@@ -102,6 +114,10 @@ def _sortino(rng):
     "Find the Treynor ratio (percent per unit of beta) of a portfolio that earned {R}% with beta {beta} when the risk-free rate was {rf}%.",
     "Excess return per unit of systematic risk: return {R}%, risk-free {rf}%, beta {beta}. Treynor ratio?",
     "What Treynor ratio does a manager with {R}% return and beta {beta} have if risk-free assets pay {rf}%?",
+    "R {R}%, Rf {rf}%, beta {beta}: Treynor ratio?",
+    "Calculate the Treynor ratio (percent per unit of beta) of a fund with a {R}% return and beta {beta}, with a risk-free rate of {rf}%.",
+    "My portfolio earned {R}% with a beta of {beta} while risk-free assets paid {rf}%. What is its Treynor ratio?",
+    "Given R = {R}%, Rf = {rf}% and β = {beta}, find (R - Rf) / β.",
     "Beta {beta}, portfolio return {R}%, risk-free rate {rf}%: Treynor ratio?",
 ])
 def _treynor(rng):
@@ -122,6 +138,10 @@ def _treynor(rng):
     "Find the information ratio of a portfolio that earned {Rp}% versus {Rb}% for its benchmark, with {te}% tracking error.",
     "The benchmark made {Rb}% and the fund made {Rp}%. If the tracking error is {te}%, what is the information ratio?",
     "IR for Rp = {Rp}%, Rb = {Rb}%, TE = {te}%?",
+    "Fund {Rp}%, benchmark {Rb}%, tracking error {te}%: information ratio?",
+    "Calculate the information ratio of a manager who returned {Rp}% while the benchmark returned {Rb}%, with tracking error {te}%.",
+    "My portfolio made {Rp}% and its index made {Rb}%, with a {te}% tracking error. What is its information ratio?",
+    "Given Rp = {Rp}%, Rb = {Rb}% and tracking error {te}%, find IR = (Rp - Rb) / TE.",
     "Active return over tracking error: fund {Rp}%, index {Rb}%, tracking error {te}%. Information ratio?",
 ])
 def _info(rng):
@@ -142,6 +162,10 @@ def _info(rng):
     "Stock returns by period: {a}. Benchmark returns for the same periods: {m}. Find the beta.",
     "I have an asset's returns ({a}) and the market's ({m}) for matching periods. How sensitive is the asset to the market, measured by beta?",
     "Find the regression beta of the returns {a} against market returns {m}.",
+    "Asset returns {a}, market returns {m} over the same periods: beta?",
+    "How much does a stock move with the market? Its returns were {a} while the market's were {m}. Give the beta.",
+    "Estimate the market beta of a share whose period returns were {a}, given market returns of {m}.",
+    "Given stock returns of {a} and index returns of {m}, calculate beta = Cov(a, m) / Var(m).",
     "Over four periods the asset earned {a} and the index {m}. What beta do these returns imply?",
 ])
 def _beta(rng):
@@ -171,6 +195,10 @@ def _beta(rng):
     "Expected annual return {mu}%, volatility {s}%, risk-free rate {r}%. Continuous Kelly fraction of wealth?",
     "For a strategy with drift {mu}% and annual volatility {s}%, and a risk-free rate of {r}%, what is the Kelly optimal leverage (fraction)?",
     "Find the optimal Kelly allocation as a fraction when μ = {mu}%, σ = {s}% and the risk-free rate is {r}%.",
+    "μ {mu}%, σ {s}%, r {r}%: continuous Kelly fraction?",
+    "Calculate the continuous-time Kelly leverage for an asset with expected return {mu}%, volatility {s}% and a risk-free rate of {r}%.",
+    "My strategy has an expected return of {mu}% a year and {s}% volatility, and cash pays {r}%. How much of my wealth (as a fraction) should I hold by the Kelly rule?",
+    "Given drift μ = {mu}%, volatility σ = {s}% and risk-free rate r = {r}%, what is the Kelly-optimal fraction of capital?",
     "What fraction of capital should a Kelly investor hold in a strategy with {mu}% expected return and {s}% volatility when the risk-free rate is {r}%?",
 ])
 def _kelly_cont(rng):
@@ -192,6 +220,10 @@ def _kelly_cont(rng):
     "Portfolio ${V}, daily volatility {s}%, {c}% confidence. One-day value at risk in dollars (normal returns, zero mean)?",
     "What is the one-day {c}% VaR, in dollars, of ${V} invested in an asset with {s}% daily standard deviation? Assume normal returns with mean zero.",
     "Find the 1-day parametric VaR at {c}% confidence for a ${V} portfolio, σ = {s}% per day, mean 0, in dollars.",
+    "VaR in dollars? ${V} position, daily σ {s}%, {c}% confidence, normal returns with mean 0.",
+    "Calculate the one-day {c}% value at risk, in dollars, of a ${V} portfolio with daily volatility {s}% (normal, zero mean).",
+    "My ${V} portfolio has a daily standard deviation of {s}%. What is its one-day VaR at {c}% confidence, in dollars, if returns are normal with zero mean?",
+    "Given V = ${V}, σ = {s}% per day and confidence {c}%, find VaR = z × σ × V in dollars.",
     "What one-day loss (dollars) will a ${V} book exceed only {tail}% of the time if daily returns are normal with mean 0 and σ = {s}%?",
 ])
 def _var(rng):
@@ -213,6 +245,10 @@ def _var(rng):
     "Portfolio value ${V}, daily volatility {s}%, confidence {c}%. Compute the one-day CVaR (expected shortfall) in dollars, assuming normal returns with zero mean.",
     "What is the {c}% one-day expected shortfall in dollars of a ${V} position whose daily returns are normal with mean 0 and standard deviation {s}%?",
     "Expected shortfall at {c}%, 1 day, ${V} exposure, σ = {s}% daily, normal zero-mean returns: ES in dollars?",
+    "CVaR in dollars? ${V} position, daily σ {s}%, {c}% confidence, normal returns with mean 0.",
+    "Calculate the one-day {c}% conditional value at risk, in dollars, of a ${V} portfolio with daily volatility {s}% (normal, zero mean).",
+    "My ${V} portfolio has a daily standard deviation of {s}%. If returns are normal with zero mean, what is its one-day {c}% expected shortfall in dollars?",
+    "Given V = ${V}, σ = {s}% per day and confidence {c}%, find the normal expected shortfall ES = σ × V × φ(z) / (1 - c) in dollars.",
     "Average loss beyond the {c}% VaR for a ${V} book with normal daily returns of σ = {s}% and zero mean, in dollars?",
 ])
 def _cvar(rng):
@@ -246,6 +282,10 @@ def _discount_lines(flows: list[float], r: float) -> tuple[list[str], float]:
     "Discount rate {r}%, initial cost ${C0}, cash flows {flows} over years 1-{n}. NPV in dollars?",
     "Is it worth paying ${C0} today for {flows} over the next {n} years if money costs {r}%? Give the NPV in dollars.",
     "Compute the net present value (dollars) at {r}%: invest ${C0} now, receive {flows} at the end of each of the next {n} years.",
+    "Cost ${C0}, inflows {flows} over years 1 to {n}, rate {r}%: NPV in dollars?",
+    "Calculate the net present value in dollars of a project that needs ${C0} today and returns {flows} at the end of each of the next {n} years, at a {r}% discount rate.",
+    "I can invest ${C0} now and receive {flows} over {n} years. With a {r}% cost of capital, what is the NPV in dollars?",
+    "Given C0 = ${C0}, cash flows {flows} (years 1-{n}) and r = {r}%, find NPV = -C0 + Σ CF_t / (1 + r)^t in dollars.",
     "Discounting at {r}%, find the NPV of an outlay of ${C0} followed by year-end cash flows of {flows}.",
 ])
 def _npv(rng):
@@ -284,6 +324,10 @@ def _npv_at(c0: float, flows: list[float], r: float) -> float:
     "Outlay ${C0} today; inflows of {flows} at the end of years 1 to {n}. What IRR (percent) does this earn?",
     "What internal rate of return, in percent, does a project have that costs ${C0} and pays {flows} over {n} years?",
     "Compute the internal rate of return in percent: initial cost ${C0}, then cash flows {flows}.",
+    "Cost ${C0}, then {flows} over years 1 to {n}: IRR in percent?",
+    "Calculate the internal rate of return, in percent, of a project with an upfront cost of ${C0} and year-end inflows of {flows}.",
+    "I invest ${C0} today and get back {flows} over the next {n} years. What annual rate of return (IRR) is that, in percent?",
+    "Given an initial outlay of ${C0} and cash flows {flows} in years 1-{n}, solve -C0 + Σ CF_t / (1 + r)^t = 0 for r in percent.",
     "What discount rate, in percent, makes the NPV of -${C0} followed by {flows} equal to zero?",
 ])
 def _irr(rng):
@@ -316,6 +360,10 @@ def _bond_lines(F: float, c: float, y: float, n: int) -> tuple[list[str], float,
     "Face ${F}, annual coupon rate {c}%, {n} years to go, market yield {y}%. What is the bond worth in dollars?",
     "How much is a bond worth (dollars) if it pays {c}% of its ${F} face value once a year for {n} years and investors require {y}%?",
     "Discount the cash flows of a {n}-year, {c}% annual coupon bond (face ${F}) at {y}% to find its price in dollars.",
+    "How many dollars is a bond worth that has ${F} par, a {c}% coupon once a year and {n} years left, when the required yield is {y}%?",
+    "I am looking at a bond: ${F} face, {c}% annual coupon, {n} years to maturity. If the market yield is {y}%, what is it worth in dollars?",
+    "Calculate the present value in dollars of a bond paying a {c}% annual coupon on ${F} for {n} years, discounted at a {y}% yield to maturity.",
+    "What is the fair price (dollars) of an annual-coupon bond with coupon rate {c}%, face ${F}, {n} years to maturity and YTM {y}%?",
     "Yield {y}%, coupon {c}% (annual), maturity {n} years, par ${F}: bond price in dollars?",
 ])
 def _bond(rng):
@@ -336,6 +384,10 @@ def _bond(rng):
     "Price ${P}, par ${F}, annual coupon {c}%, {n} years to maturity. Yield to maturity in percent?",
     "A bond paying {c}% annually on ${F} face matures in {n} years and costs ${P}. What is its YTM, in percent?",
     "Solve for the yield to maturity (percent) of a {n}-year, {c}% annual coupon bond with face value ${F} priced at ${P}.",
+    "Price ${P}, face ${F}, coupon {c}% annual, {n} years: YTM in percent?",
+    "Calculate the yield to maturity, in percent, of a bond priced at ${P} with ${F} par, a {c}% annual coupon and {n} years to maturity.",
+    "I can buy a {n}-year bond with ${F} face and a {c}% annual coupon for ${P}. What yield to maturity would I earn, in percent?",
+    "Given price ${P}, par ${F}, coupon rate {c}% (annual) and n = {n} years, solve for the yield y in percent.",
     "What annual yield, in percent, equates ${P} with a {c}% coupon, {n}-year, ${F}-par bond's cash flows?",
 ])
 def _ytm(rng):
@@ -362,6 +414,10 @@ def _ytm(rng):
     "Find the Macaulay duration in years of a bond with face ${F}, a {c}% coupon paid annually, {n} years to go and a {y}% yield to maturity.",
     "How long, in years, is the Macaulay duration of a ${F} par, {n}-year bond paying {c}% once a year when yields are {y}%?",
     "Bond: par ${F}, annual coupon {c}%, term {n} years, YTM {y}%. Macaulay duration (years)?",
+    "Duration (Macaulay, years) of a bond that pays {c}% on ${F} each year for {n} years when the market yield is {y}%?",
+    "Calculate the Macaulay duration, in years, of a ${F} bond that pays a {c}% coupon once a year for {n} years and yields {y}%.",
+    "I own a {n}-year bond with ${F} par paying {c}% annually. At a {y}% yield, what is its Macaulay duration in years?",
+    "Given F = ${F}, coupon rate {c}% (annual), n = {n} years and y = {y}%, find the weighted-average time to cash flows D = Σ t × PV_t / P, in years.",
     "Yield {y}%, coupon {c}% yearly, {n}-year maturity, ${F} face: Macaulay duration in years?",
 ])
 def _macaulay(rng):
@@ -386,6 +442,10 @@ def _macaulay(rng):
     "Macaulay duration = {D} years, annual yield = {y}%. Find the modified duration.",
     "A bond's yield is {y}% with annual compounding and its Macaulay duration {D} years. Compute the modified duration.",
     "Modified duration from D_mac = {D} and y = {y}% (annual)?",
+    "Macaulay {D} years, yield {y}%: modified duration?",
+    "Calculate the modified duration of a bond with a {D}-year Macaulay duration and a {y}% yield, compounded annually.",
+    "My bond's Macaulay duration is {D} years and it yields {y}% a year. What is its modified duration?",
+    "Given D = {D} years and y = {y}% with annual compounding, find D / (1 + y).",
     "What is the modified duration of a bond yielding {y}% whose Macaulay duration is {D} years?",
 ])
 def _modified(rng):
@@ -420,6 +480,10 @@ _BS_TEMPLATES = [
     "S = ${S}, K = ${K}, r = {r}%, σ = {s}%, T = {T} years. Find the Black-Scholes price of the {kind} option in dollars.",
     "A {kind} option expires in {T} years. The underlying trades at ${S}, the strike is ${K}, annual volatility is {s}% and the risk-free rate is {r}%. Price it with Black-Scholes, in dollars.",
     "I want the fair value (dollars) of a European {kind}: share price ${S}, exercise price ${K}, time left {T} years, interest rate {r}%, sigma {s}%. Use the Black-Scholes model.",
+    "European {kind} premium in dollars under Black-Scholes: underlying at ${S}, exercise price ${K}, expiry in {T} years, interest {r}%, sigma {s}%.",
+    "Calculate the value in dollars of a European {kind} option: the stock is at ${S}, the strike is ${K}, it expires in {T} years, σ is {s}% and r is {r}%.",
+    "What does Black-Scholes say a {kind} is worth (dollars) with underlying ${S}, exercise ${K}, {T} years to maturity, risk-free rate {r}%, volatility {s}%?",
+    "Given S = ${S}, K = ${K}, T = {T}, r = {r}% and σ = {s}%, compute the European {kind} premium in dollars using Black-Scholes.",
     "Black-Scholes {kind} value in dollars: spot {S}, strike {K}, maturity {T} years, rate {r}%, vol {s}%?",
 ]
 
@@ -466,6 +530,10 @@ def _bs_put(rng):
     "Call price ${C}, stock price ${S}, strike ${K}, time to expiry {T} years, continuous risk-free rate {r}%. Use put-call parity to find the European put price in dollars.",
     "What is the no-arbitrage price in dollars of a European put if the matching call costs ${C}, the stock trades at ${S}, the strike is ${K}, expiry is {T} years away and the continuously compounded rate is {r}%?",
     "Given a European call at ${C} on a ${S} stock (strike ${K}, expiry {T} years, rate {r}% continuous), what must the put with the same terms cost in dollars?",
+    "Put price in dollars by put-call parity? Call ${C}, spot ${S}, strike ${K}, T {T} years, r {r}% continuous.",
+    "Calculate the European put value in dollars from put-call parity when the call is ${C}, the stock ${S}, the strike ${K}, the expiry {T} years and the continuously compounded rate {r}%.",
+    "I see a European call at ${C} on a stock trading at ${S}, strike ${K}, {T} years to expiry, rate {r}% (continuous). What should the matching put cost, in dollars?",
+    "A call sells for ${C}; the share is at ${S}; strike ${K}; {T} years to go; {r}% continuous interest. Put value in dollars from parity?",
     "Using C - P = S - K e^(-rT), with C = ${C}, S = ${S}, K = ${K}, r = {r}%, T = {T} years, compute P in dollars.",
 ])
 def _parity(rng):
