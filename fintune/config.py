@@ -132,7 +132,7 @@ class TrainConfig:
     save_total_limit: int = 2
     precision: str = "auto"  # auto | bf16 | fp16 | fp32
     # transformers/TRL optimizer name; auto = adamw_8bit on CUDA (Unsloth's notebooks;
-    # paged_adamw_8bit for small cards), adamw_torch on CPU
+    # paged_adamw_8bit for small cards), adamw_torch_fused on CPU
     optim: str = "auto"
     # memory allocator of the CPU training process: glibc's fragments over a run
     # (RSS 2.2 -> 5.4 GB, tokens/s 541 -> ~400 over 140 steps, measured) and
