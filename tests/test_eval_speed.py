@@ -137,3 +137,17 @@ def test_llama_cpp_version_names_the_instruction_sets_it_was_built_for(tmp_path)
     (tmp_path / ".fintune-build").write_text(stamp.format("-DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON"))
     # the reply cache's key and the export record change with the build
     assert avx2 == "llama-cpp-python==0.3.36 (avx2)" and lc.version() != avx2
+
+
+def test_longest_expected_replies_go_first_and_come_back_in_prompt_order(counting_runner):
+    make, calls, _ = counting_runner
+    plain = make().generate(["a", "b", "c"], 64)  # cached under (prompt, seed, limit)
+    seeds = {c[1]: c[4] for c in calls}
+    calls.clear()
+    runner = make()
+    runner.cache = None  # generate every reply again
+    out = runner.generate(["a", "b", "c"], 64, expected=[10, 300, 40])
+    assert [c[1] for c in calls] == ["b", "c", "a"]                  # dispatched longest first
+    assert {c[1]: c[4] for c in calls} == seeds                      # each prompt keeps its seed
+    assert [o.split(": ")[1] for o in out] == ["3\n", "1\n", "2\n"]  # in prompt order: a ran third
+    assert plain == ["Final answer: 1\n", "Final answer: 2\n", "Final answer: 3\n"]

@@ -51,12 +51,18 @@ def set_name(path: str | Path, with_context: bool, has_context: bool) -> str:
     return f"{stem}[{'context' if with_context else 'no_context'}]"
 
 
+def expected_lengths(items: list[dict]) -> list[int] | None:
+    """Each item's reference solution length in characters, where every item has one."""
+    lengths = [len((it.get("meta") or {}).get("solution") or "") for it in items]
+    return lengths if all(lengths) else None
+
+
 def evaluate(runner, items: list[dict], eval_set: str, with_context: bool, max_new_tokens: int,
              batch_size: int, eval_file: str | Path | None = None) -> tuple[dict, list[dict]]:
     prompts = [build_prompt(runner.tokenizer, it, with_context) for it in items]
     tokens0, seconds0, start = runner.tokens, runner.seconds, time.time()
     cached0, stops0 = runner.cached, Counter(runner.stops)
-    outputs = runner.generate(prompts, max_new_tokens, batch_size)
+    outputs = runner.generate(prompts, max_new_tokens, batch_size, expected=expected_lengths(items))
     result, rows = score_set(runner.name, eval_set, items, outputs, time.time() - start, with_context, prompts)
     # --rescore finds the items (gold, wording, family) here
     result["eval_file"] = str(eval_file) if eval_file else None

