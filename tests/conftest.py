@@ -88,6 +88,24 @@ def tiny_overrides(root: Path, model_dir: Path, **extra) -> dict:
     return values
 
 
+def tiny_trainer(cfg, model, tok, rows: list, trainer_class=None, eval_rows: list | None = None):
+    """The stage's SFT trainer (label-positions loss, its SFTConfig, fp32) over chat
+    `rows` tokenized as the stage does; `trainer_class` wraps or replaces that class."""
+    from datasets import Dataset
+
+    from fintune.templates import detect, tokenize_example
+    from fintune.train.loss import sft_trainer_class
+    from fintune.train.trainer import sft_args
+
+    def data(chats):
+        return Dataset.from_list([tokenize_example(tok, detect(tok.chat_template), r) for r in chats])
+
+    cls = trainer_class or sft_trainer_class(lean_loss=True)
+    return cls(model=model, args=sft_args(cfg, "fp32", on_cuda=False, has_val=eval_rows is not None),
+               processing_class=tok, train_dataset=data(rows),
+               eval_dataset=data(eval_rows) if eval_rows is not None else None)
+
+
 def as_flags(overrides: dict) -> list[str]:
     """tiny_overrides as command-line flags (booleans as --name / --no-name)."""
     return [f"--{k}" if v is True else f"--no-{k}" if v is False else f"--{k}={v}" for k, v in overrides.items()]

@@ -4,28 +4,22 @@ LoRA (ratio 0) keeps the Trainer's own optimizer. Tiny random model."""
 import pytest
 import torch
 
-from conftest import tiny_overrides
+from conftest import tiny_overrides, tiny_trainer
 from fintune.config import ConfigError, build_config
 
 
 def _trainer(tmp_path, tiny_llama_dir, ratio, steps=4):
-    from datasets import Dataset
-
-    from fintune.templates import detect, tokenize_example
     from fintune.train.backends import load_peft
     from fintune.train.loraplus import with_loraplus
     from fintune.train.loss import sft_trainer_class
-    from fintune.train.trainer import sft_args
 
     cfg = build_config(overrides=tiny_overrides(tmp_path, tiny_llama_dir, loraplus_lr_ratio=ratio, max_steps=steps,
                                                 warmup_ratio=0.25, learning_rate=1e-3, logging_steps=1))
     model, tok = load_peft(cfg, str(tiny_llama_dir), on_cuda=False)
     rows = [[{"role": "user", "content": f"What is {i} + {i}?"},
              {"role": "assistant", "content": f"Formula: x = a + b\nFinal answer: {2 * i}"}] for i in range(8)]
-    examples = [tokenize_example(tok, detect(tok.chat_template), r) for r in rows]
     cls = with_loraplus(sft_trainer_class(lean_loss=True), cfg.lora.loraplus_lr_ratio)
-    return cls(model=model, args=sft_args(cfg, "fp32", on_cuda=False, has_val=False), processing_class=tok,
-               train_dataset=Dataset.from_list(examples)), model
+    return tiny_trainer(cfg, model, tok, rows, cls), model
 
 
 def _group_lrs(optimizer, model):

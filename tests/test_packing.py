@@ -5,7 +5,7 @@ and gradients. Tiny random model, real SmolLM2 tokenizer and chat template."""
 import pytest
 import torch
 
-from conftest import tiny_overrides
+from conftest import tiny_overrides, tiny_trainer
 from fintune.config import build_config
 
 ROWS = [
@@ -19,12 +19,8 @@ ROWS = [
 
 @pytest.fixture(scope="module")
 def setup(tiny_llama_dir, tmp_path_factory):
-    from datasets import Dataset
-
     from fintune.templates import detect, tokenize_example
     from fintune.train.backends import load_peft
-    from fintune.train.loss import sft_trainer_class
-    from fintune.train.trainer import sft_args
 
     root = tmp_path_factory.mktemp("packing")
     cfg = build_config(overrides=tiny_overrides(root, tiny_llama_dir, per_device_train_batch_size=3, max_steps=1))
@@ -34,9 +30,7 @@ def setup(tiny_llama_dir, tmp_path_factory):
             if "lora_B" in name:
                 p.normal_(0, 0.02)
     examples = [tokenize_example(tok, detect(tok.chat_template), r) for r in ROWS]
-    trainer = sft_trainer_class(lean_loss=True)(
-        model=model, args=sft_args(cfg, "fp32", on_cuda=False, has_val=False), processing_class=tok,
-        train_dataset=Dataset.from_list(examples))
+    trainer = tiny_trainer(cfg, model, tok, ROWS)
     batch = next(iter(trainer.get_train_dataloader()))
     return model, examples, batch
 

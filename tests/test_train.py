@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from conftest import tiny_overrides
+from conftest import tiny_overrides, tiny_trainer
 from fintune.config import build_config
 
 
@@ -126,12 +126,9 @@ def test_validation_of_a_compiled_model_runs_eager_and_compiles_nothing(tiny_lla
     import math
 
     import torch
-    from datasets import Dataset
 
-    from fintune.templates import detect, tokenize_example
     from fintune.train.backends import compile_layers, eager_evaluation, load_peft
     from fintune.train.loss import sft_trainer_class
-    from fintune.train.trainer import sft_args
 
     torch._dynamo.reset()
     cfg = build_config(overrides=tiny_overrides(tmp_path, tiny_llama_dir, torch_compile=True, max_steps=1))
@@ -139,15 +136,12 @@ def test_validation_of_a_compiled_model_runs_eager_and_compiles_nothing(tiny_lla
     compile_layers(model)
     rows = [[{"role": "user", "content": f"What is {i} x 3?"}, {"role": "assistant", "content": f"Final answer: {3 * i}"}]
             for i in range(4)]
-    data = Dataset.from_list([tokenize_example(tok, detect(tok.chat_template), r) for r in rows])
-    trainer = eager_evaluation(sft_trainer_class(lean_loss=True))(
-        model=model, args=sft_args(cfg, "fp32", on_cuda=False, has_val=True), processing_class=tok,
-        train_dataset=data, eval_dataset=data)
+    trainer = tiny_trainer(cfg, model, tok, rows, eager_evaluation(sft_trainer_class(lean_loss=True)), eval_rows=rows)
     trainer.train()
     compiled = _graphs_compiled()
     loss = trainer.evaluate()["eval_loss"]
     assert _graphs_compiled() == compiled and math.isfinite(loss)
-    model(input_ids=torch.tensor([data[0]["input_ids"]]))  # the training graphs are still in use afterwards
+    model(input_ids=torch.tensor([trainer.train_dataset[0]["input_ids"]]))  # the training graphs stay in use
     assert all(layer._compiled_call_impl is not None for layer in model.get_base_model().model.layers)
 
 
