@@ -108,6 +108,7 @@ class HFRunner(_Counted):
 
     def generate(self, prompts: list[str], max_new_tokens: int, batch_size: int,
                  expected: list[int] | None = None) -> list[str]:
+        """`expected` is unused: batches here are ordered by prompt length (padding)."""
         import torch
 
         from fintune.eval.stop import cut
@@ -185,7 +186,7 @@ class GGUFRunner(_Counted):
                 "temperature": sampling.temperature, "top_p": sampling.top_p, "stop_rule": RULE,
                 "llama_cpp": self.lc.version(), "slots": parallel,
                 # what shares a decode batch changes some replies (see _generate)
-                "dispatch": "longest expected first"})
+                "dispatch": "longest expected first where every item has a reference, else prompt order"})
         else:
             self.cache = None
         self.cached = 0            # replies taken from the cache
