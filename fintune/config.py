@@ -20,6 +20,7 @@ from typing import Any, Optional
 from fintune.errors import FintuneError
 
 EMBEDDED_BASE = "embedded:smollm2-135m-instruct"
+ATTENTION_CHOICES = ("auto", "eager", "sdpa", "flash_attention_2", "flex_attention")
 QWEN_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -146,6 +147,11 @@ class TrainConfig:
     # fuses the norms, rotary and activations that run memory-bound in eager mode.
     # Costs a compilation at the first step and needs a C++ compiler on a CPU.
     torch_compile: bool = False
+    # transformers' attn_implementation for training (PEFT backend): auto = "eager" on a
+    # CPU when the layers are compiled and rows are short (inductor then fuses the scores,
+    # mask and softmax with the rest of the layer, faster than the SDPA kernel here; see
+    # backends.attention_for), else transformers' default (sdpa)
+    attention: str = "auto"
     train_seed: int = 3407
     # stop when eval loss has not improved by more than the threshold for this
     # many evaluations (0 = never); the best checkpoint is restored at the end
@@ -164,6 +170,8 @@ class TrainConfig:
                f"train.backend must be one of auto, unsloth, peft; got {self.backend!r}")
         _check(self.cpu_allocator in ("mimalloc", "system"),
                f"train.cpu_allocator must be mimalloc or system; got {self.cpu_allocator!r}")
+        _check(self.attention in ATTENTION_CHOICES,
+               f"train.attention must be one of {', '.join(ATTENTION_CHOICES)}; got {self.attention!r}")
         _check(self.precision in ("auto", "bf16", "fp16", "fp32"),
                f"train.precision must be one of auto, bf16, fp16, fp32; got {self.precision!r}")
         _check(self.learning_rate > 0, "train.learning_rate must be > 0")

@@ -17,14 +17,17 @@ ROWS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def setup(tiny_llama_dir, tmp_path_factory):
+# "eager" is what train.attention auto picks for compiled layers on a CPU, sdpa elsewhere
+@pytest.fixture(scope="module", params=["sdpa", "eager"])
+def setup(request, tiny_llama_dir, tmp_path_factory):
     from fintune.templates import detect, tokenize_example
     from fintune.train.backends import load_peft
 
     root = tmp_path_factory.mktemp("packing")
-    cfg = build_config(overrides=tiny_overrides(root, tiny_llama_dir, per_device_train_batch_size=3, max_steps=1))
+    cfg = build_config(overrides=tiny_overrides(root, tiny_llama_dir, per_device_train_batch_size=3, max_steps=1,
+                                                attention=request.param))
     model, tok = load_peft(cfg, str(tiny_llama_dir), on_cuda=False)
+    assert model.config._attn_implementation == request.param
     with torch.no_grad():  # LoRA B starts at zero: make the adapter matter
         for name, p in model.named_parameters():
             if "lora_B" in name:

@@ -246,3 +246,44 @@ def test_avx2_cpu_trains_in_fp32_without_timing_bf16(monkeypatch):
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     monkeypatch.setattr(backends, "bf16_matmul_speedup", lambda: 3.0)
     assert pick_precision(cfg, on_cuda=False) == "bf16"
+
+
+def test_attention_auto_is_eager_only_where_the_layers_are_compiled_on_a_cpu(tmp_path, tiny_llama_dir, monkeypatch):
+    from fintune.config import ConfigError
+    from fintune.train import backends
+
+    def pick(on_cuda=False, **flags):
+        return backends.attention_for(build_config(overrides=tiny_overrides(tmp_path, tiny_llama_dir, **flags)), on_cuda)
+
+    monkeypatch.setattr(backends, "has_cpp_compiler", lambda: True)
+    assert pick(torch_compile=True) == "eager"
+    assert pick(torch_compile=False) is None                         # eager mode: SDPA (transformers' default)
+    assert pick(torch_compile=True, on_cuda=True) is None
+    assert pick(torch_compile=True, max_seq_length=2048) is None     # long rows: no [T, T] scores kept per layer
+    assert pick(torch_compile=False, attention="eager") == "eager"   # an explicit choice wins
+    assert pick(torch_compile=True, attention="sdpa") == "sdpa"
+    monkeypatch.setattr(backends, "has_cpp_compiler", lambda: False)
+    assert pick(torch_compile=True) is None                          # nothing will be compiled
+    with pytest.raises(ConfigError, match="train.attention must be one of auto, eager, sdpa"):
+        build_config(overrides={"attention": "fast"})
+
+
+def test_compiled_eager_attention_needs_one_graph_with_or_without_padding(tiny_llama_dir, tmp_path):
+    """With SDPA a batch without padding reaches the layers with no mask and compiled a
+    second variant (14 s of a cold first run, measured); eager attention always gets one."""
+    import torch
+
+    from fintune.train.backends import compile_layers, load_peft
+
+    torch._dynamo.reset()
+    cfg = build_config(overrides=tiny_overrides(tmp_path, tiny_llama_dir, torch_compile=True))
+    model, _ = load_peft(cfg, str(tiny_llama_dir), on_cuda=False)
+    assert model.config._attn_implementation == "eager"
+    before = _graphs_compiled()
+    compile_layers(model)
+    ids = torch.randint(0, 1000, (2, 11))
+    padded = torch.ones_like(ids)
+    padded[1, 8:] = 0
+    for mask in (padded, torch.ones_like(ids)):
+        model(input_ids=ids, attention_mask=mask, labels=ids, use_cache=False).loss.backward()
+    assert _graphs_compiled() - before == 1

@@ -84,7 +84,9 @@ def unsloth_responses_only(trainer, family):
 def load_peft(cfg: PipelineConfig, model_path: str, on_cuda: bool, precision: str = "fp32"):
     from peft import LoraConfig, get_peft_model
 
-    model, tokenizer = load_base(cfg, model_path, on_cuda, precision)
+    attention = attention_for(cfg, on_cuda)
+    log.info("train: attention %s (train.attention %s)", attention or "transformers' default", cfg.train.attention)
+    model, tokenizer = load_base(cfg, model_path, on_cuda, precision, attention)
     lora = LoraConfig(r=cfg.lora.lora_r, lora_alpha=cfg.lora.lora_alpha,
                       lora_dropout=cfg.lora.lora_dropout, target_modules=list(cfg.lora.target_modules),
                       layers_to_transform=lora_layers(cfg, model), bias="none", task_type="CAUSAL_LM")
@@ -100,14 +102,10 @@ def compile_layers(model) -> int:
     length), so parameter names, and with them the saved adapter, stay as they are.
     Returns how many layers were compiled: 0 where inductor has no C++ compiler to
     build CPU kernels with, which leaves the model in eager mode."""
-    import os
-    import shutil
-
     import torch
 
     on_cpu = next(model.parameters()).device.type == "cpu"
-    compilers = [os.environ.get("CXX", ""), "g++", "c++", "clang++"]
-    if on_cpu and not any(c and shutil.which(c) for c in compilers):
+    if on_cpu and not has_cpp_compiler():
         log.info("train: no C++ compiler found (CXX, g++, c++, clang++): torch_compile skipped, eager mode")
         return 0
     layers = decoder_layers(model)
@@ -123,6 +121,39 @@ def compile_layers(model) -> int:
     log.info("train: torch.compile on %d decoder layers (compiled at the first step; %s)",
              len(layers), torch.__version__)
     return len(layers)
+
+
+def has_cpp_compiler() -> bool:
+    """Whether inductor finds a C++ compiler to build CPU kernels with."""
+    import os
+    import shutil
+
+    return any(c and shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "c++", "clang++"))
+
+
+# rows up to this long get "eager" attention under auto: its [rows, heads, T, T] scores are
+# kept for the backward (19 MB a layer for 2 rows of 512 tokens, 16x that at 2048)
+EAGER_ATTENTION_MAX_LEN = 1024
+
+
+def attention_for(cfg: PipelineConfig, on_cuda: bool) -> str | None:
+    """attn_implementation for the training model; None: transformers' default (sdpa).
+
+    auto picks "eager" on a CPU where the decoder layers get compiled and rows are
+    short: inductor then compiles the score matmul, mask, softmax and value matmul
+    with the rest of the layer, while SDPA stays one opaque kernel call. SmolLM2-135M,
+    2 rows of ~260 tokens, bf16, compiled LoRA layers, forward + backward of the whole
+    model, both variants interleaved in one process (AMD EPYC, 2 cores): median 997
+    vs 1291 ms a step, eager faster in 6 of 6 rounds; attention alone, [2, 9, 262, 64]
+    causal, 6.6-7.4 ms (compiled) vs 11.1 ms (SDPA). Eager mode without compilation
+    materializes the scores op by op, so there auto keeps SDPA."""
+    choice = cfg.train.attention
+    if choice != "auto":
+        return choice
+    compiled = cfg.train.torch_compile and has_cpp_compiler()
+    if not on_cuda and compiled and cfg.model.max_seq_length <= EAGER_ATTENTION_MAX_LEN:
+        return "eager"
+    return None
 
 
 def eager_evaluation(trainer_class: type) -> type:
@@ -153,7 +184,8 @@ def decoder_layers(model):
     return layers
 
 
-def load_base(cfg: PipelineConfig, model_path: str, on_cuda: bool, precision: str = "fp32"):
+def load_base(cfg: PipelineConfig, model_path: str, on_cuda: bool, precision: str = "fp32",
+              attention: str | None = None):
     """The base model for LoRA: NF4 with double quantization on CUDA (QLoRA)
     when load_in_4bit; on a CPU training in bf16, the frozen weights in bf16
     (autocast would otherwise cast every fp32 weight again at every step);
@@ -164,7 +196,7 @@ def load_base(cfg: PipelineConfig, model_path: str, on_cuda: bool, precision: st
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    kwargs: dict = {}
+    kwargs: dict = {"attn_implementation": attention} if attention else {}
     if on_cuda and cfg.model.load_in_4bit:
         from transformers import BitsAndBytesConfig
 
