@@ -148,7 +148,7 @@ class TrainConfig:
     # Costs a compilation at the first step and needs a C++ compiler on a CPU.
     torch_compile: bool = False
     # transformers' attn_implementation for training (PEFT backend): auto = "eager" on a
-    # CPU when the layers are compiled and rows are short (inductor then fuses the scores,
+    # CPU training in bf16 with compiled layers and short rows (inductor then fuses the scores,
     # mask and softmax with the rest of the layer, faster than the SDPA kernel here; see
     # backends.attention_for), else transformers' default (sdpa)
     attention: str = "auto"

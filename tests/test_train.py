@@ -252,11 +252,13 @@ def test_attention_auto_is_eager_only_where_the_layers_are_compiled_on_a_cpu(tmp
     from fintune.config import ConfigError
     from fintune.train import backends
 
-    def pick(on_cuda=False, **flags):
-        return backends.attention_for(build_config(overrides=tiny_overrides(tmp_path, tiny_llama_dir, **flags)), on_cuda)
+    def pick(on_cuda=False, precision="bf16", **flags):
+        cfg = build_config(overrides=tiny_overrides(tmp_path, tiny_llama_dir, **flags))
+        return backends.attention_for(cfg, on_cuda, precision)
 
     monkeypatch.setattr(backends, "has_cpp_compiler", lambda: True)
     assert pick(torch_compile=True) == "eager"
+    assert pick(torch_compile=True, precision="fp32") is None        # SDPA's fp32 kernel is the faster one
     assert pick(torch_compile=False) is None                         # eager mode: SDPA (transformers' default)
     assert pick(torch_compile=True, on_cuda=True) is None
     assert pick(torch_compile=True, max_seq_length=2048) is None     # long rows: no [T, T] scores kept per layer
@@ -276,7 +278,7 @@ def test_compiled_eager_attention_needs_one_graph_with_or_without_padding(tiny_l
     from fintune.train.backends import compile_layers, load_peft
 
     torch._dynamo.reset()
-    cfg = build_config(overrides=tiny_overrides(tmp_path, tiny_llama_dir, torch_compile=True))
+    cfg = build_config(overrides=tiny_overrides(tmp_path, tiny_llama_dir, torch_compile=True, attention="eager"))
     model, _ = load_peft(cfg, str(tiny_llama_dir), on_cuda=False)
     assert model.config._attn_implementation == "eager"
     before = _graphs_compiled()

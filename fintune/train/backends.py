@@ -84,7 +84,7 @@ def unsloth_responses_only(trainer, family):
 def load_peft(cfg: PipelineConfig, model_path: str, on_cuda: bool, precision: str = "fp32"):
     from peft import LoraConfig, get_peft_model
 
-    attention = attention_for(cfg, on_cuda)
+    attention = attention_for(cfg, on_cuda, precision)
     log.info("train: attention %s (train.attention %s)", attention or "transformers' default", cfg.train.attention)
     model, tokenizer = load_base(cfg, model_path, on_cuda, precision, attention)
     lora = LoraConfig(r=cfg.lora.lora_r, lora_alpha=cfg.lora.lora_alpha,
@@ -136,22 +136,25 @@ def has_cpp_compiler() -> bool:
 EAGER_ATTENTION_MAX_LEN = 1024
 
 
-def attention_for(cfg: PipelineConfig, on_cuda: bool) -> str | None:
+def attention_for(cfg: PipelineConfig, on_cuda: bool, precision: str) -> str | None:
     """attn_implementation for the training model; None: transformers' default (sdpa).
 
-    auto picks "eager" on a CPU where the decoder layers get compiled and rows are
-    short: inductor then compiles the score matmul, mask, softmax and value matmul
-    with the rest of the layer, while SDPA stays one opaque kernel call. SmolLM2-135M,
-    2 rows of ~260 tokens, bf16, compiled LoRA layers, forward + backward of the whole
-    model, both variants interleaved in one process (AMD EPYC, 2 cores): median 997
-    vs 1291 ms a step, eager faster in 6 of 6 rounds; attention alone, [2, 9, 262, 64]
-    causal, 6.6-7.4 ms (compiled) vs 11.1 ms (SDPA). Eager mode without compilation
-    materializes the scores op by op, so there auto keeps SDPA."""
+    auto picks "eager" on a CPU training in bf16 where the decoder layers get
+    compiled and rows are short: inductor then compiles the score matmul, mask,
+    softmax and value matmul with the rest of the layer, while SDPA stays one opaque
+    kernel call. SmolLM2-135M, 2 rows of ~260 tokens, bf16, compiled LoRA layers,
+    forward + backward of the whole model, both variants interleaved in one process
+    (AMD EPYC, 2 cores): median 997 vs 1291 ms a step, eager faster in 6 of 6 rounds;
+    attention alone, [2, 9, 262, 64] causal, 6.6-7.4 ms (compiled) vs 11.1 ms (SDPA).
+    In fp32 (the same cores limited to AVX2) training ran at the same speed either
+    way (SDPA 201.6 / 214.6, eager 212.4 / 215.8 tokens/s) and SDPA's kernel alone is
+    the faster one (8.95 ms vs 10.6-11.8); eager mode without compilation
+    materializes the scores op by op: in those cases auto keeps SDPA."""
     choice = cfg.train.attention
     if choice != "auto":
         return choice
     compiled = cfg.train.torch_compile and has_cpp_compiler()
-    if not on_cuda and compiled and cfg.model.max_seq_length <= EAGER_ATTENTION_MAX_LEN:
+    if not on_cuda and precision == "bf16" and compiled and cfg.model.max_seq_length <= EAGER_ATTENTION_MAX_LEN:
         return "eager"
     return None
 
