@@ -19,8 +19,9 @@ on the assistant reply only), one after the other in this process:
 
 With train.torch_compile on (the CPU profile's setting) the decoder layers
 are compiled as the stage compiles them: the first step, which compiles them,
-is printed on its own; a recompilation later (the first batch with padding)
-counts in tokens/s. `--no_compile` runs fintune eager.
+is printed on its own; a recompilation later (with SDPA attention, the first
+batch whose padding differs in kind from the first one's) counts in tokens/s.
+`--no_compile` runs fintune eager.
 
 Tokens/s counts trained (non-padding) tokens from the end of the first step to
 the end of the last, so start-up and the first step's kernel selection are left
