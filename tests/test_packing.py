@@ -17,7 +17,7 @@ ROWS = [
 ]
 
 
-# "eager" is what train.attention auto picks for compiled layers on a CPU, sdpa elsewhere
+# "eager" is what train.attention auto picks for bf16 training with compiled layers on a CPU, sdpa elsewhere
 @pytest.fixture(scope="module", params=["sdpa", "eager"])
 def setup(request, tiny_llama_dir, tmp_path_factory):
     from fintune.templates import detect, tokenize_example

@@ -95,6 +95,8 @@ def run(cfg: PipelineConfig) -> Path:
         model, tokenizer = backends.load_unsloth(cfg, model_path)
         if t.torch_compile:
             log.info("train: torch_compile left to Unsloth, which compiles its own kernels")
+        if t.attention != "auto":
+            log.info("train: train.attention %s not applied: Unsloth picks its own attention kernels", t.attention)
     else:
         model, tokenizer = backends.load_peft(cfg, model_path, on_cuda, precision)
         compiled = bool(t.torch_compile and backends.compile_layers(model))
