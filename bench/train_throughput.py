@@ -32,7 +32,8 @@ linear parameters (forward) + 2 x those of the layers the backward passes
 through (input gradients: from the lowest layer with LoRA up) + 6 x the LoRA
 parameters + the attention scores, + 4 x vocab x hidden for the LM head on the
 label tokens; gradient checkpointing's recomputation is not counted as
-useful work. The last line is `ratio: fintune tokens/s / TRL-defaults tokens/s`.
+useful work. Each line also gives the share of the batches' positions that
+were padding: what padding-free or packed batches could save at most. The last line is `ratio: fintune tokens/s / TRL-defaults tokens/s`.
 `--trl_fp32` turns TRL's bf16 off (its best case on a CPU without bf16
 instructions, where bf16 matmuls run ~100x slower than fp32); an AVX2-only CPU
 can be imitated on a newer one with ATEN_CPU_CAPABILITY=avx2
@@ -76,6 +77,22 @@ def step_clock():
     return Clock()
 
 
+def count_padding(trainer, clock) -> None:
+    """Count, on `clock`, the batch positions the collator fills and how many of them
+    are padding: the share that padding-free or packed batches could save at most."""
+    collate = trainer.data_collator
+    clock.positions = clock.pads = 0
+
+    def counted(rows):
+        batch = collate(rows)
+        clock.positions += batch["input_ids"].numel()
+        if "attention_mask" in batch:
+            clock.pads += int((batch["attention_mask"] == 0).sum())
+        return batch
+
+    trainer.data_collator = counted
+
+
 def steady_rate(marks) -> tuple[float, int, float]:
     """(tokens/s after the first step, tokens, seconds)."""
     (t0, k0), (t1, k1) = marks[0], marks[-1]
@@ -97,12 +114,13 @@ def run_fintune(cfg, model_path, data, precision: str, tmp: str):
     clock = step_clock()
     trainer = sft_trainer_class(lean_loss=True)(model=model, args=args, processing_class=tokenizer,
                                                  train_dataset=Dataset.from_list(data), callbacks=[clock])
+    count_padding(trainer, clock)
     with lora_inputs_uncast(model, precision == "bf16"):
         trainer.train()
     why = "compiles the layers; " if cfg.train.torch_compile else ""
     print(f"fintune first step {clock.marks[0][0] - clock.begin:.1f} s (torch_compile={cfg.train.torch_compile}; "
           f"{why}not in the tokens/s below)", flush=True)
-    return clock.marks, args
+    return clock, args
 
 
 def run_trl_defaults(cfg, model_path, data, tmp: str, fp32: bool = False):
@@ -128,8 +146,9 @@ def run_trl_defaults(cfg, model_path, data, tmp: str, fp32: bool = False):
     trainer = SFTTrainer(model=model_path, args=args, peft_config=lora,
                          processing_class=AutoTokenizer.from_pretrained(model_path),
                          train_dataset=Dataset.from_list(data), callbacks=[clock])
+    count_padding(trainer, clock)
     trainer.train()
-    return clock.marks, args
+    return clock, args
 
 
 def matmul_peak(precision: str) -> float:
@@ -192,13 +211,14 @@ def main(argv=None) -> int:
     for name, run in (("fintune", lambda tmp: run_fintune(cfg, model_path, data, precision, tmp)),
                       ("TRL defaults", lambda tmp: run_trl_defaults(cfg, model_path, data, tmp, args.trl_fp32))):
         with tempfile.TemporaryDirectory() as tmp:
-            marks, targs = run(tmp)
-        rate, tokens, seconds = steady_rate(marks)
+            clock, targs = run(tmp)
+        rate, tokens, seconds = steady_rate(clock.marks)
         rates[name] = rate
         print(f"{name:13s} {tokens:6d} tokens in {seconds:6.1f} s = {rate:6.1f} tokens/s, MFU {100 * rate * per_token / peak:4.1f}% "
               f"(bf16={targs.bf16}, gradient_checkpointing={targs.gradient_checkpointing}, "
               f"sampling={getattr(targs, 'train_sampling_strategy', '?')}, loss="
-              f"{'label positions' if name == 'fintune' else targs.loss_type})", flush=True)
+              f"{'label positions' if name == 'fintune' else targs.loss_type}; "
+              f"padding {100 * clock.pads / max(clock.positions, 1):.1f}% of batch positions)", flush=True)
     print(f"ratio: {rates['fintune'] / rates['TRL defaults']:.2f}")
     return 0
 

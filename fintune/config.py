@@ -152,6 +152,9 @@ class TrainConfig:
     # mask and softmax with the rest of the layer, faster than the SDPA kernel here; see
     # backends.attention_for), else transformers' default (sdpa)
     attention: str = "auto"
+    # NEFTune (TRL's neftune_noise_alpha): uniform noise of this scale on the input
+    # embeddings while training; 0 = off
+    neftune_noise_alpha: float = 0.0
     train_seed: int = 3407
     # stop when eval loss has not improved by more than the threshold for this
     # many evaluations (0 = never); the best checkpoint is restored at the end
@@ -175,6 +178,7 @@ class TrainConfig:
         _check(self.precision in ("auto", "bf16", "fp16", "fp32"),
                f"train.precision must be one of auto, bf16, fp16, fp32; got {self.precision!r}")
         _check(self.learning_rate > 0, "train.learning_rate must be > 0")
+        _check(self.neftune_noise_alpha >= 0, "train.neftune_noise_alpha must be >= 0 (0 = off)")
         _check(self.num_train_epochs > 0, "train.num_train_epochs must be > 0")
         _check(self.max_steps == -1 or self.max_steps > 0, "train.max_steps must be -1 (use epochs) or > 0")
         _check(self.per_device_train_batch_size > 0, "train.per_device_train_batch_size must be > 0")

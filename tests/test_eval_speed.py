@@ -151,3 +151,25 @@ def test_longest_expected_replies_go_first_and_come_back_in_prompt_order(countin
     assert {c[1]: c[4] for c in calls} == seeds                      # each prompt keeps its seed
     assert [o.split(": ")[1] for o in out] == ["3\n", "1\n", "2\n"]  # in prompt order: a ran third
     assert plain == ["Final answer: 1\n", "Final answer: 2\n", "Final answer: 3\n"]
+
+
+def test_loop_check_answers_as_the_regex_it_replaced():
+    """ends_in_loop is the rule's `(.{1,40}?)\\1{4,}$` (a match of 20 characters or
+    more) without the regex's cost, on strings built to end in loops and near-loops."""
+    import random
+    import re
+
+    from fintune.eval.stop import ends_in_loop
+
+    regex = re.compile(r"(.{1,40}?)\1{4,}$", re.S)
+    rng, positives = random.Random(0), 0
+    for _ in range(20000):
+        chars = rng.choice(["ab", "0123456789., -", "x1 \n", "\n\na"])
+        draw = lambda k: "".join(rng.choice(chars) for _ in range(k))  # noqa: E731
+        text = (draw(rng.randint(0, 60)) + draw(rng.randint(1, 45)) * rng.randint(0, 12)
+                + draw(rng.choice([0, 0, 1, 2])))[-400:]
+        m = regex.search(text)
+        expected = bool(m and len(m.group(0)) >= 20)
+        positives += expected
+        assert ends_in_loop(text) == expected, repr(text)
+    assert 2000 < positives < 18000  # both answers were exercised

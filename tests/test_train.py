@@ -289,3 +289,36 @@ def test_compiled_eager_attention_needs_one_graph_with_or_without_padding(tiny_l
     for mask in (padded, torch.ones_like(ids)):
         model(input_ids=ids, attention_mask=mask, labels=ids, use_cache=False).loss.backward()
     assert _graphs_compiled() - before == 1
+
+
+def test_neftune_noises_the_embeddings_only_while_training(tiny_llama_dir, tmp_path):
+    import torch
+    from transformers import TrainerCallback
+
+    from fintune.config import ConfigError
+    from fintune.train.backends import load_peft
+
+    rows = [[{"role": "user", "content": f"What is {i} x 3?"}, {"role": "assistant", "content": f"Final answer: {3 * i}"}]
+            for i in range(4)]
+    ids = torch.tensor([[5, 17, 42, 99]])
+    seen = []
+
+    class Probe(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):  # in train mode by then
+            emb = model.get_input_embeddings()
+            seen.append((emb(ids) - emb.weight[ids]).abs().max().item())
+
+    for alpha in (0.0, 5.0):
+        cfg = build_config(overrides=tiny_overrides(tmp_path, tiny_llama_dir, max_steps=2, val_fraction=0.0,
+                                                    neftune_noise_alpha=alpha))
+        model, tok = load_peft(cfg, str(tiny_llama_dir), on_cuda=False)
+        trainer = tiny_trainer(cfg, model, tok, rows)
+        trainer.add_callback(Probe())
+        trainer.train()
+        emb = model.get_input_embeddings()
+        assert torch.equal(emb(ids), emb.weight[ids])  # no noise left on the embeddings after training
+    off, on = seen[:2], seen[2:]
+    # uniform noise of alpha / sqrt(length x hidden) per element; none with alpha 0
+    assert off == [0.0, 0.0] and all(0 < d <= 5.0 / (4 * 256) ** 0.5 for d in on)
+    with pytest.raises(ConfigError, match="neftune_noise_alpha"):
+        build_config(overrides={"neftune_noise_alpha": -1.0})

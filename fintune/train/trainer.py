@@ -202,6 +202,7 @@ def sft_args(cfg, precision: str, on_cuda: bool, has_val: bool):
         optim=resolve_optim(t.optim, on_cuda),
         max_length=cfg.model.max_seq_length, packing=t.packing,
         gradient_checkpointing=t.gradient_checkpointing,
+        neftune_noise_alpha=t.neftune_noise_alpha or None,
         eval_strategy="steps" if has_val else "no", eval_steps=t.eval_steps,
         # the checkpoint with the lowest eval loss is what gets saved as the adapter
         load_best_model_at_end=has_val, metric_for_best_model="eval_loss", greater_is_better=False,
