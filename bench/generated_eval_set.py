@@ -24,7 +24,7 @@ def main(argv=None) -> int:
     from fintune.config import build_config, load_yaml
     from fintune.data import quant
     from fintune.data.jsonl import write_jsonl
-    from fintune.data.prepare import problem_to_eval
+    from fintune.data.prepare import problem_to_eval, quant_draws
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default=str(ROOT / "configs" / "cpu-smollm2.yaml"),
@@ -33,10 +33,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=9001, help="unseen draws use it, fresh draws seed + 1")
     p.add_argument("--output", required=True)
     args = p.parse_args(argv)
-    d = build_config(load_yaml(args.config)).data
-    n_heldout = max(1, int(d.num_generated * d.heldout_fraction))
-    taken = {p.question for p in quant.generate_set(d.num_generated, d.data_seed)
-             + quant.generate_unseen(n_heldout, d.data_seed + 1) + quant.generate_set(n_heldout, d.data_seed + 2)}
+    train, held_unseen, held_fresh = quant_draws(build_config(load_yaml(args.config)).data)
+    taken = {p.question for p in train + held_unseen + held_fresh}
 
     names = quant.FAMILIES.names()
 

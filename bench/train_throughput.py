@@ -33,7 +33,8 @@ through (input gradients: from the lowest layer with LoRA up) + 6 x the LoRA
 parameters + the attention scores, + 4 x vocab x hidden for the LM head on the
 label tokens; gradient checkpointing's recomputation is not counted as
 useful work. Each line also gives the share of the batches' positions that
-were padding: what padding-free or packed batches could save at most. The last line is `ratio: fintune tokens/s / TRL-defaults tokens/s`.
+were padding: what padding-free or packed batches could save at most. The last
+line is `ratio: fintune tokens/s / TRL-defaults tokens/s`.
 `--trl_fp32` turns TRL's bf16 off (its best case on a CPU without bf16
 instructions, where bf16 matmuls run ~100x slower than fp32); an AVX2-only CPU
 can be imitated on a newer one with ATEN_CPU_CAPABILITY=avx2

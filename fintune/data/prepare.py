@@ -44,6 +44,18 @@ def market_problems(d) -> tuple[list, list]:
     return [p for i, p in enumerate(problems) if i % 10], [p for i, p in enumerate(problems) if not i % 10]
 
 
+def quant_draws(d) -> tuple[list, list, list]:
+    """The generated problems of data settings `d`: (training, held-out unseen phrasings,
+    held-out fresh draws of the training phrasings). Held-out is half of each,
+    interleaved per family by the caller; the eval stage takes --eval_limit items
+    round-robin over families."""
+    n_heldout = max(1, int(d.num_generated * d.heldout_fraction))
+    train = quant.generate_set(d.num_generated, seed=d.data_seed) if "quant" in d.generators else []
+    unseen = quant.generate_unseen(n_heldout - n_heldout // 2, d.data_seed + 1)
+    fresh = quant.generate_set(n_heldout // 2, d.data_seed + 2)
+    return train, unseen, fresh
+
+
 def problem_to_chat(p: quant.Problem, idx: int, source: str = "generator:quant") -> dict:
     return {"id": f"{source.split(':')[1]}-{p.family}-{idx}", "source": f"{source}/{p.family}",
             "messages": [{"role": "user", "content": user_prompt(p.question)},
@@ -154,12 +166,7 @@ def run(cfg: PipelineConfig) -> Path:
     rejects: list[dict] = []
     counts: Counter = Counter()
 
-    n_heldout = max(1, int(d.num_generated * d.heldout_fraction))
-    train_problems = quant.generate_set(d.num_generated, seed=d.data_seed) if "quant" in d.generators else []
-    # Held-out: half unseen phrasings, half fresh draws of the training phrasings,
-    # interleaved per family; the eval stage takes --eval_limit items round-robin over families.
-    unseen = quant.generate_unseen(n_heldout - n_heldout // 2, d.data_seed + 1)
-    fresh = quant.generate_set(n_heldout // 2, d.data_seed + 2)
+    train_problems, unseen, fresh = quant_draws(d)
     heldout = [pair for i in range(len(unseen)) for pair in
                [("unseen_template", unseen[i])] + ([("random", fresh[i])] if i < len(fresh) else [])]
     rows = [problem_to_chat(p, i) for i, p in enumerate(train_problems)]
