@@ -173,3 +173,39 @@ def test_loop_check_answers_as_the_regex_it_replaced():
         positives += expected
         assert ends_in_loop(text) == expected, repr(text)
     assert 2000 < positives < 18000  # both answers were exercised
+
+
+def test_the_base_gguf_is_converted_beside_the_export_once_and_only_where_the_eval_needs_it(tmp_path, monkeypatch):
+    import threading
+
+    from fintune.config import build_config
+    from fintune.eval import stage
+
+    monkeypatch.setenv("FINTUNE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("fintune.train.backends.cuda_available", lambda: False)
+    converted, release = [], threading.Event()
+
+    def convert(self, model_dir, outfile, outtype="f16"):
+        release.wait(5)  # still converting while the caller goes on
+        converted.append((Path(model_dir), outtype))
+        Path(outfile).write_bytes(b"GGUF")
+
+    monkeypatch.setattr("fintune.export.llama_cpp.LlamaCpp.convert", convert)
+    lora, base = tmp_path / "lora", tmp_path / "base-model"
+    cfg = build_config(overrides={"lora_output_dir": str(lora), "eval_models": "base,F16"})
+    assert stage.convert_base_beside(cfg) is None                    # no adapter record: nothing to read
+    lora.mkdir()
+    (lora / "fintune_adapter.json").write_text(json.dumps({"base_model_path": str(base)}))
+    job = stage.convert_base_beside(cfg)
+    assert job is not None and not job.done()                        # runs in the background
+    release.set()
+    assert job.result() == stage.base_gguf_path(str(base)) and job.result().read_bytes() == b"GGUF"
+    assert converted == [(base, "f16")]
+    assert stage.convert_base_beside(cfg) is None                    # cached: not again
+    assert stage.base_gguf(cfg, str(base)) == job.result() and len(converted) == 1  # the eval stage reuses it
+    no_base = build_config(overrides={"lora_output_dir": str(lora), "eval_models": "F16,Q4_K_M"})
+    (job.result()).unlink()
+    assert stage.convert_base_beside(no_base) is None                # the eval runs no base model
+    monkeypatch.setattr("fintune.train.backends.cuda_available", lambda: True)
+    assert stage.convert_base_beside(cfg) is None                    # on a GPU the base runs in transformers
+    assert len(converted) == 1

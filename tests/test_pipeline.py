@@ -45,6 +45,20 @@ def test_model_loading_stages_ran_in_processes_of_their_own(run_once):
     assert len({p[0] for p in children}) == 3
 
 
+def test_the_eval_finds_the_base_gguf_converted_before_it_started(run_once):
+    """The export stage converts the base model's GGUF beside its own conversion
+    (the eval's CPU base runner needs it), so the eval stage starts generating."""
+    import time
+
+    from fintune.eval.stage import base_gguf_path
+    from fintune.train.trainer import read_adapter_record
+
+    cfg, manifest, _, _ = run_once
+    gguf = base_gguf_path(read_adapter_record(cfg.train.lora_output_dir)["base_model_path"])
+    started = json.loads(manifest.read_text())["stages"]["eval"]["started"]
+    assert gguf.is_file() and gguf.stat().st_mtime < time.mktime(time.strptime(started, "%Y-%m-%dT%H:%M:%S%z")) + 1
+
+
 def test_merged_checkpoint_loads_strictly(run_once):
     from transformers import AutoModelForCausalLM
 

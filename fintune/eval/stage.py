@@ -5,7 +5,8 @@ of each GGUF on held-out text and its generation speed.
 On a CUDA GPU the Hugging Face runner generates in large batches. On CPU the
 base model runs through llama.cpp instead, which measured faster than batched
 transformers generation here (see runner.GGUFRunner): it is converted to an F16
-GGUF once for that and cached.
+GGUF once for that and cached, by the export stage beside its own conversion
+when the pipeline runs both (convert_base_beside).
 """
 from __future__ import annotations
 
@@ -22,18 +23,50 @@ from fintune.export.llama_cpp import PPL_CHUNKS
 log = logging.getLogger(__name__)
 
 
+def base_gguf_path(base_path: str) -> Path:
+    """Where the F16 GGUF of the base checkpoint is cached."""
+    from fintune.models import cache_dir
+
+    key = hashlib.sha256(str(Path(base_path).resolve()).encode()).hexdigest()[:10]
+    return cache_dir() / f"base-{Path(base_path).name}-{key}-f16.gguf"
+
+
 def base_gguf(cfg: PipelineConfig, base_path: str) -> Path:
     """F16 GGUF of the base checkpoint, converted once into the cache."""
     from fintune.export.llama_cpp import LlamaCpp
     from fintune.manifest import atomic_path
-    from fintune.models import cache_dir
 
-    key = hashlib.sha256(str(Path(base_path).resolve()).encode()).hexdigest()[:10]
-    out = cache_dir() / f"base-{Path(base_path).name}-{key}-f16.gguf"
+    out = base_gguf_path(base_path)
     if not out.is_file():
         with atomic_path(out) as tmp:
             LlamaCpp(Path(cfg.export.llama_cpp_path)).convert(Path(base_path), tmp, "f16")
     return out
+
+
+def convert_base_beside(cfg: PipelineConfig):
+    """Start converting the base model's GGUF, which this stage's CPU base runner
+    needs, in a thread: for the export stage, whose own conversion keeps one core
+    busy and leaves the other idle (7 s of this stage's start on a first run
+    otherwise). Returns the future, or None where there is nothing to convert (no
+    base model in eval_models, a CUDA GPU, no adapter record, already cached)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fintune.errors import FintuneError
+    from fintune.train.backends import cuda_available
+    from fintune.train.trainer import read_adapter_record
+
+    if "base" not in cfg.eval.eval_models or cuda_available():
+        return None
+    try:
+        base = read_adapter_record(cfg.train.lora_output_dir)["base_model_path"]
+    except (FintuneError, KeyError, ValueError):
+        return None  # the eval stage reports it, if it runs
+    if base_gguf_path(base).is_file():
+        return None
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="base-gguf")
+    future = pool.submit(base_gguf, cfg, base)
+    pool.shutdown(wait=False)
+    return future
 
 
 def runners(cfg: PipelineConfig, base_path: str):

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from fintune.config import PipelineConfig
-from fintune.errors import MissingError, UsageError
+from fintune.errors import FintuneError, MissingError, UsageError
 from fintune.export import gguf_check, modelfile
 from fintune.export.llama_cpp import LlamaCpp, LlamaCppError
 from fintune.manifest import atomic_path, write_json_atomic
@@ -114,7 +114,16 @@ def run(cfg: PipelineConfig) -> list[Path]:
     src = e.unquantized_gguf
     check_disk(model_dir, src.parent, e.quant_types)
     prompt = smoke_prompt(cfg, model_dir)
+    from fintune.eval.stage import convert_base_beside
+
+    base_job = convert_base_beside(cfg)
     summaries = produce_all(lc, e, model_dir, prompt)
+    if base_job is not None:
+        try:
+            log.info("export: the base model's GGUF for the eval, converted beside: %s", base_job.result())
+        except (FintuneError, OSError) as err:  # the eval stage converts it again, and reports it
+            log.warning("export: converting the base model's GGUF for the eval failed (%s); "
+                        "the eval stage will try again", str(err)[:200])
 
     chat_template = json.loads((model_dir / "tokenizer_config.json").read_text()).get("chat_template") \
         or _read_text(model_dir / "chat_template.jinja")
