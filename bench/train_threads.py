@@ -58,12 +58,13 @@ def child(config: str, steps: int) -> None:
 
 
 def run_variant(name: str, config: str, steps: int) -> dict:
-    from fintune.pipeline import mimalloc_path
+    from fintune.config import build_config, load_yaml
+    from fintune.pipeline import allocator_env
+    from fintune.train import steps as train_steps
 
     env = dict(os.environ, **VARIANTS[name])
-    lib = mimalloc_path()
-    if lib:  # as the stage's process gets it (train.cpu_allocator: mimalloc)
-        env["LD_PRELOAD"] = os.pathsep.join(p for p in (str(lib), env.get("LD_PRELOAD")) if p)
+    cfg = build_config(load_yaml(config))
+    env.update(allocator_env(train_steps(cfg)[0], cfg))  # the allocator the training stage's process gets
     proc = subprocess.run([sys.executable, __file__, "--child", "--config", config, "--steps", str(steps)],
                           env=env, capture_output=True, text=True)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
