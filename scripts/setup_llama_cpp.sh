@@ -5,7 +5,9 @@
 # GGML_NATIVE=OFF: a -march=native build dies with "Illegal instruction" on CPUs
 # that advertise AMX; the portable build still uses AVX2/FMA/F16C, plus the
 # AVX-512 / VNNI / BF16 instruction sets this CPU lists in /proc/cpuinfo (never
-# AMX). Set LLAMA_CPP_PORTABLE=1 for a build that runs on any AVX2 machine.
+# AMX: with GGML_AMX_* the server stopped with SIGILL at `tilezero` in an OpenMP
+# worker on an Intel Xeon here). Set LLAMA_CPP_PORTABLE=1 for a build that runs on
+# any AVX2 machine.
 set -euo pipefail
 
 DEST=${1:-./llama.cpp}
