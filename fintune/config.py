@@ -52,6 +52,9 @@ class DataConfig:
     num_generated: int = 2000
     heldout_fraction: float = 0.1
     data_seed: int = 42
+    # fraction of generated training questions whose phrasing is rewritten (value order,
+    # ask first or last, wording of the ask and units; fintune/data/paraphrase.py)
+    paraphrase: float = 0.0
     max_reject_fraction: float = 0.05
     # per-file format when detection is not wanted: ["prices.csv=alpaca", ...]
     dataset_formats: list[str] = field(default_factory=list)
@@ -79,6 +82,7 @@ class DataConfig:
     def __post_init__(self):
         _check(self.num_generated >= 0, "data.num_generated must be >= 0")
         _check(0.0 < self.heldout_fraction < 0.5, "data.heldout_fraction must be in (0, 0.5)")
+        _check(0.0 <= self.paraphrase <= 1.0, "data.paraphrase must be in [0, 1]")
         _check(0.0 <= self.max_reject_fraction <= 1.0, "data.max_reject_fraction must be in [0, 1]")
         _check(self.max_line_bytes > 0, "data.max_line_bytes must be > 0")
         for item in self.dataset_formats:

@@ -50,7 +50,8 @@ def quant_draws(d) -> tuple[list, list, list]:
     interleaved per family by the caller; the eval stage takes --eval_limit items
     round-robin over families."""
     n_heldout = max(1, int(d.num_generated * d.heldout_fraction))
-    train = quant.generate_set(d.num_generated, seed=d.data_seed) if "quant" in d.generators else []
+    train = (quant.generate_set(d.num_generated, seed=d.data_seed, paraphrase=d.paraphrase)
+             if "quant" in d.generators else [])
     unseen = quant.generate_unseen(n_heldout - n_heldout // 2, d.data_seed + 1)
     fresh = quant.generate_set(n_heldout // 2, d.data_seed + 2)
     return train, unseen, fresh

@@ -368,27 +368,36 @@ def _capm(rng):
     return {"beta": beta, "rf": rf, "rm": rm}, steps, er, "percent"
 
 
-def generate(family_name: str, rng: random.Random, template: int | None = None) -> Problem:
+def generate(family_name: str, rng: random.Random, template: int | None = None,
+             rewrite: Callable[[str], str] | None = None) -> Problem:
     fam = FAMILIES.get(family_name)
     values, steps, answer, unit = fam.make(rng)
     t = rng.randrange(len(fam.templates)) if template is None else template
-    question = fam.templates[t].format(**values)
+    phrasing = fam.templates[t] if rewrite is None else rewrite(fam.templates[t])
+    question = phrasing.format(**values)
     return Problem(fam.name, t, question, steps, answer, unit, meta={"values": values})
 
 
-def generate_set(n: int, seed: int, heldout_template: bool = True) -> list[Problem]:
+def generate_set(n: int, seed: int, heldout_template: bool = True, paraphrase: float = 0.0) -> list[Problem]:
     """`n` problems spread evenly over all families, deterministic for `seed`.
 
     With ``heldout_template`` the last phrasing of each family is never drawn
-    here; ``generate_unseen`` uses it.
+    here; ``generate_unseen`` uses it. ``paraphrase`` is the fraction of draws
+    whose phrasing is rewritten (``paraphrase.rewrite``); the rewrites take their
+    own random stream, so the numbers and phrasings drawn are those of
+    ``paraphrase=0``.
     """
+    from fintune.data.paraphrase import rewrite
+
     rng = random.Random(seed)
+    rewrites = random.Random(f"paraphrase-{seed}")
     names = FAMILIES.names()
     out = []
     for i in range(n):
         fam = FAMILIES.get(names[i % len(names)])
         k = len(fam.templates) - (1 if heldout_template else 0)
-        out.append(generate(fam.name, rng, template=rng.randrange(k)))
+        edit = (lambda t: rewrite(t, rewrites)) if rewrites.random() < paraphrase else None
+        out.append(generate(fam.name, rng, template=rng.randrange(k), rewrite=edit))
     return out
 
 
@@ -403,7 +412,7 @@ def generate_unseen(n: int, seed: int) -> list[Problem]:
 def curriculum_digest(per_family: int = 10) -> str:
     """What the generator writes, as a digest: every family's phrasings, the user
     prompt around a question, and a fixed draw of problems (question, worked
-    steps, answer). The data stage's settings include it, so a rerun after the
+    steps, answer), once as phrased and once rewritten. The data stage's settings include it, so a rerun after the
     curriculum changed regenerates the data instead of training on the old rows."""
     import hashlib
     import json
@@ -412,7 +421,8 @@ def curriculum_digest(per_family: int = 10) -> str:
 
     names = FAMILIES.names()
     h = hashlib.sha256(json.dumps([[n, FAMILIES.get(n).templates] for n in names] + [user_prompt("?")]).encode())
-    for p in generate_set(per_family * len(names), seed=0) + generate_unseen(len(names), seed=0):
+    draws = generate_set(per_family * len(names), seed=0) + generate_unseen(len(names), seed=0)
+    for p in draws + generate_set(per_family * len(names), seed=0, paraphrase=1.0):
         h.update(json.dumps([p.family, p.question, p.solution(), p.unit]).encode())
     return h.hexdigest()[:16]
 
