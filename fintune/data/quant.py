@@ -412,8 +412,9 @@ def generate_unseen(n: int, seed: int) -> list[Problem]:
 def curriculum_digest(per_family: int = 10) -> str:
     """What the generator writes, as a digest: every family's phrasings, the user
     prompt around a question, and a fixed draw of problems (question, worked
-    steps, answer), once as phrased and once rewritten. The data stage's settings include it, so a rerun after the
-    curriculum changed regenerates the data instead of training on the old rows."""
+    steps, answer), once as phrased and once rewritten. The data stage's settings
+    include it, so a rerun after the curriculum changed regenerates the data
+    instead of training on the old rows."""
     import hashlib
     import json
 
