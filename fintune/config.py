@@ -266,6 +266,9 @@ class EvalConfig:
     # GGUF evals: llama-server slots decoding together, 2.1x faster than one
     # llama-completion per prompt (measured, 2 cores); 1 = llama-completion
     eval_parallel: int = 4
+    # GGUF models evaluated at the same time, each llama.cpp process on cores / N
+    # threads; 0 = auto: 2 on a machine without CUDA and with 2 cores or more, else 1
+    eval_concurrency: int = 0
     # GGUF replies cached by content (model sha256, prompt, settings) in the fintune
     # cache folder: a rerun, or another project on this machine, reuses the base model's
     eval_cache: bool = True
@@ -278,6 +281,7 @@ class EvalConfig:
         _check(self.eval_sampling in ("greedy", "r1"), f"eval.eval_sampling must be greedy or r1, got {self.eval_sampling!r}")
         _check(len(self.eval_models) > 0, "eval.eval_models must name at least one model")
         _check(self.eval_parallel >= 1, "eval.eval_parallel must be >= 1")
+        _check(self.eval_concurrency >= 0, "eval.eval_concurrency must be >= 0 (0 = auto)")
 
 
 SECTIONS: dict[str, type] = {

@@ -209,3 +209,89 @@ def test_the_base_gguf_is_converted_beside_the_export_once_and_only_where_the_ev
     monkeypatch.setattr("fintune.train.backends.cuda_available", lambda: True)
     assert stage.convert_base_beside(cfg) is None                    # on a GPU the base runs in transformers
     assert len(converted) == 1
+
+
+@pytest.mark.parametrize("setting, cores, models, cuda, expected", [
+    (0, 2, 4, False, (2, 1)),     # auto on 2 cores: two models, one thread each
+    (0, 16, 4, False, (2, 8)),
+    (0, 2, 1, False, (1, None)),  # one model: alone, on llama.cpp's own thread count
+    (0, 1, 4, False, (1, None)),  # one core: one at a time
+    (0, 16, 4, True, (1, None)),  # a GPU machine: as before
+    (1, 16, 4, False, (1, None)),
+    (4, 2, 4, False, (2, 1)),     # never more models than cores
+    (3, 16, 4, False, (3, 5)),
+])
+def test_gguf_models_at_once_and_their_threads(setting, cores, models, cuda, expected, monkeypatch):
+    from fintune.config import build_config
+    from fintune.eval import stage
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    monkeypatch.setattr("fintune.train.backends.cuda_available", lambda: cuda)
+    assert stage.concurrency(build_config(overrides={"eval_concurrency": setting}), models) == expected
+
+
+def test_side_by_side_eval_keeps_the_model_order_and_gives_each_server_its_threads(tmp_path, monkeypatch,
+                                                                                   smollm2_dir):
+    """GGUF models evaluated two at a time: each llama-server gets half the cores, the
+    report lists the models in eval_models order whichever finishes first, and a
+    reply cached at one thread count is not reused at another."""
+    import threading
+    import time
+
+    from fintune.config import build_config
+    from fintune.eval import stage
+    import shutil
+
+    from fintune.export import llama_cpp
+
+    monkeypatch.setenv("FINTUNE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr("fintune.train.backends.cuda_available", lambda: False)
+    monkeypatch.setattr(llama_cpp.LlamaCpp, "version", lambda self: "llama-cpp-python==0.3.36")
+    started, running, peak, lock = [], [0], [0], threading.Lock()
+
+    class FakeServer:
+        def __init__(self, lc, gguf, slots=4, ctx_per_slot=1024, port=0, threads=None):
+            started.append((Path(gguf).name, threads))
+            self.slow = "f16" in Path(gguf).name  # finishes last although it starts first
+
+        def __enter__(self):
+            with lock:
+                running[0] += 1
+                peak[0] = max(peak[0], running[0])
+            return self
+
+        def __exit__(self, *exc):
+            with lock:
+                running[0] -= 1
+
+        def complete(self, prompt, n, temperature=0.0, top_p=1.0, seed=0, stop=None):
+            time.sleep(0.05 if self.slow else 0.0)
+            return llama_cpp.Completion("Formula: x\nFinal answer: 1\n", 4, 0.01)
+
+    monkeypatch.setattr(llama_cpp, "LlamaServer", FakeServer)
+    lora, data = tmp_path / "lora", tmp_path / "data"
+    data.mkdir()
+    shutil.copytree(smollm2_dir, lora, ignore=shutil.ignore_patterns("*.safetensors"))  # the tokenizer
+    (lora / "fintune_adapter.json").write_text(json.dumps({"base_model_path": str(tmp_path / "base")}))
+    items = [{"id": f"i{i}", "question": f"What is {i} + 1?", "answer_numeric": i + 1.0,
+              "meta": {"family": "sum", "solution": "Final answer: 1"}} for i in range(3)]
+    (data / "heldout.jsonl").write_text("".join(json.dumps(it) + "\n" for it in items))
+    ggufs = {q: tmp_path / f"m-{q.lower()}.gguf" for q in ("F16", "Q8_0", "Q4_K_M")}
+    for p in ggufs.values():
+        p.write_bytes(b"GGUF stand-in " + p.name.encode())  # sha256s differ: no shared cached replies
+    over = {
+        "lora_output_dir": str(lora), "data_dir": str(data), "eval_dir": str(tmp_path / "eval"),
+        "eval_models": "F16,Q8_0,Q4_K_M", "eval_files": "", "eval_limit": 3, "eval_parallel": 2,
+        "perplexity": False, "llama_cpp_path": str(tmp_path),
+        "gguf_f16_path": str(ggufs["F16"]), "gguf_q8_path": str(ggufs["Q8_0"]), "gguf_q4_path": str(ggufs["Q4_K_M"])}
+    stage.run(build_config(overrides=over))
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert [r["model"] for r in report["results"]] == ["f16", "q8_0", "q4_k_m"]
+    assert sorted(started) == sorted((p.name, 1) for p in ggufs.values()) and peak[0] == 2
+    assert report["gguf_models_at_once"] == 2 and report["llama_cpp_threads"] == 1
+    assert all(r["replies_from_cache"] == 0 for r in report["results"])
+    stage.run(build_config(overrides={**over, "eval_concurrency": 1}))
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert all(r["replies_from_cache"] == 0 for r in report["results"])  # other threads: generated again
+    assert started[-1][1] is None and "llama_cpp_threads" in report and report["llama_cpp_threads"] is None

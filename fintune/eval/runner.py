@@ -161,7 +161,8 @@ class GGUFRunner(_Counted):
 
     def __init__(self, gguf: str | Path, llama_cpp_path: str | Path, tokenizer_dir: str | Path | None = None,
                  name: str | None = None, sampling: Sampling = GREEDY, parallel: int = 1,
-                 cache_dir: str | Path | None = None):
+                 cache_dir: str | Path | None = None, threads: int | None = None):
+        """`threads`: llama-server's threads (None: its default, one per core)."""
         from fintune.export.llama_cpp import LlamaCpp
 
         self.gguf = Path(gguf)
@@ -169,6 +170,7 @@ class GGUFRunner(_Counted):
         self.lc = LlamaCpp(Path(llama_cpp_path))
         self.sampling = sampling
         self.parallel = parallel
+        self.threads = threads
         if tokenizer_dir:
             from transformers import AutoTokenizer
 
@@ -184,7 +186,7 @@ class GGUFRunner(_Counted):
             # what decides a reply besides prompt, seed and token limit
             self.cache = ReplyCache(cache_dir, self.gguf, {
                 "temperature": sampling.temperature, "top_p": sampling.top_p, "stop_rule": RULE,
-                "llama_cpp": self.lc.version(), "slots": parallel,
+                "llama_cpp": self.lc.version(), "slots": parallel, "threads": threads or "default",
                 # what shares a decode batch changes some replies (see _generate)
                 "dispatch": "longest expected first where every item has a reference, else prompt order"})
         else:
@@ -233,7 +235,7 @@ class GGUFRunner(_Counted):
         s, start, server = self.sampling, time.time(), None
         if self.parallel > 1:
             try:
-                server = LlamaServer(self.lc, self.gguf, slots=self.parallel).__enter__()
+                server = LlamaServer(self.lc, self.gguf, slots=self.parallel, threads=self.threads).__enter__()
             except LlamaCppError as e:
                 log.info("eval: llama-server unavailable (%s); one llama-completion per prompt", str(e)[:120])
 

@@ -108,7 +108,8 @@ class LlamaServer:
     model: continuous batching decodes the slots together, which is what a CPU
     with few cores gains from (measured in the eval closing note)."""
 
-    def __init__(self, lc: LlamaCpp, gguf: Path, slots: int = 4, ctx_per_slot: int = 1024, port: int = 0):
+    def __init__(self, lc: LlamaCpp, gguf: Path, slots: int = 4, ctx_per_slot: int = 1024, port: int = 0,
+                 threads: int | None = None):
         import socket
 
         if not port:
@@ -119,6 +120,8 @@ class LlamaServer:
         self.slots = slots
         self.cmd = [str(lc.binary("llama-server")), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port),
                     "-np", str(slots), "-c", str(slots * ctx_per_slot), "-cb", "--no-warmup"]
+        if threads:
+            self.cmd += ["-t", str(threads), "-tb", str(threads)]
         self.proc = None
         self.log = None
 

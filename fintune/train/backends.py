@@ -123,6 +123,34 @@ def compile_layers(model) -> int:
     return len(layers)
 
 
+def start_isa_probe():
+    """Start inductor's check of which vector instruction sets its C++ kernels may use
+    in a thread of its own, so it runs while the model loads; returns the thread, to
+    join before the first step. Inductor does the check once per process at the first
+    compilation: it builds a test library per instruction set and loads each in a child
+    process, which took 9.1 s with its cache empty and 1.6 s with it warm (2 cores, AMD
+    EPYC), all of it on the critical path of the first step. The work is compilers and
+    child processes, so it leaves the loading thread its core."""
+    import threading
+
+    # imported here, with what the check imports, not in the thread: two threads
+    # importing at once can deadlock on import locks (the compilation imports them anyway)
+    import torch._inductor.codecache  # noqa: F401
+    import torch._inductor.cpp_builder  # noqa: F401
+    import torch.utils._filelock  # noqa: F401
+    from torch._inductor import cpu_vec_isa
+
+    def probe():
+        try:
+            cpu_vec_isa.valid_vec_isa_list()
+        except Exception as e:  # noqa: BLE001 - the first compilation runs the check again and reports
+            log.debug("train: early instruction-set probe failed (%s); the first compilation redoes it", e)
+
+    thread = threading.Thread(target=probe, name="inductor-isa-probe", daemon=True)
+    thread.start()
+    return thread
+
+
 def has_cpp_compiler() -> bool:
     """Whether inductor finds a C++ compiler to build CPU kernels with."""
     import os

@@ -90,7 +90,7 @@ def run(cfg: PipelineConfig) -> Path:
 
         plan.require_fit(cfg, choice.backend)
     precision = pick_precision(cfg, on_cuda)
-    compiled = False
+    compiled, probe = False, None
     if choice.backend == "unsloth":
         model, tokenizer = backends.load_unsloth(cfg, model_path)
         if t.torch_compile:
@@ -98,6 +98,9 @@ def run(cfg: PipelineConfig) -> Path:
         if t.attention != "auto":
             log.info("train: train.attention %s not applied: Unsloth picks its own attention kernels", t.attention)
     else:
+        # after pick_precision: the probe's compilers would skew its matmul timings
+        probe = backends.start_isa_probe() if t.torch_compile and not on_cuda and backends.has_cpp_compiler() \
+            else None
         model, tokenizer = backends.load_peft(cfg, model_path, on_cuda, precision)
         compiled = bool(t.torch_compile and backends.compile_layers(model))
 
@@ -120,6 +123,8 @@ def run(cfg: PipelineConfig) -> Path:
         log.info("train: resuming from %s (weights, optimizer, scheduler, RNG and data position)", resume)
     session = session_tokens_callback()
     trainer.add_callback(session)
+    if probe is not None:
+        probe.join()
     start = time.time()
     lean = not on_cuda and precision == "bf16" and choice.backend == "peft"
     with signals.checkpoint_on_signal(trainer) as stopper, lora_inputs_uncast(model, lean):
