@@ -128,8 +128,8 @@ def start_isa_probe():
     in a thread of its own, so it runs while the model loads; returns the thread, to
     join before the first step. Inductor does the check once per process at the first
     compilation: it builds a test library per instruction set and loads each in a child
-    process, which took 9.1 s with its cache empty and 1.6 s with it warm (2 cores, AMD
-    EPYC), all of it on the critical path of the first step. The work is compilers and
+    process, which took 9.1 s with its cache empty (beside a training run) and 1.6 s with
+    it warm (2 cores, AMD EPYC), all of it on the critical path of the first step. The work is compilers and
     child processes, so it leaves the loading thread its core."""
     import threading
 
