@@ -260,7 +260,8 @@ class EvalConfig:
     # external sets in the ../shared/eval schema, each run with and without its context
     eval_files: list[str] = field(default_factory=lambda: ["../shared/eval/finlora_formula_test.jsonl"])
     external_eval_limit: int = 200
-    # greedy for reproducible numbers; "r1" = DeepSeek's temperature 0.6, top_p 0.95
+    # greedy for reproducible numbers; "r1" = DeepSeek's temperature 0.6, top_p 0.95;
+    # "ollama" (GGUF models only) = Ollama's defaults under the Modelfile's parameters
     eval_sampling: str = "greedy"
     perplexity: bool = True
     # GGUF evals: llama-server slots decoding together, 2.1x faster than one
@@ -278,7 +279,10 @@ class EvalConfig:
         _check(self.eval_max_new_tokens > 0 and self.eval_batch_size > 0,
                "eval.eval_max_new_tokens and eval.eval_batch_size must be > 0")
         _check(self.external_eval_limit > 0, "eval.external_eval_limit must be > 0")
-        _check(self.eval_sampling in ("greedy", "r1"), f"eval.eval_sampling must be greedy or r1, got {self.eval_sampling!r}")
+        from fintune.eval.sampling import PRESETS
+
+        _check(self.eval_sampling in PRESETS, f"eval.eval_sampling must be one of {', '.join(PRESETS.names())}, "
+                                               f"got {self.eval_sampling!r}")
         _check(len(self.eval_models) > 0, "eval.eval_models must name at least one model")
         _check(self.eval_parallel >= 1, "eval.eval_parallel must be >= 1")
         _check(self.eval_concurrency >= 0, "eval.eval_concurrency must be >= 0 (0 = auto)")

@@ -37,8 +37,8 @@ def counting_runner(tmp_path, smollm2_dir, monkeypatch):
 
     calls = []
 
-    def complete(self, gguf, prompt, n, temperature=0.0, top_p=1.0, seed=0, ctx=2048):
-        calls.append((Path(gguf).name, prompt, n, temperature, seed))
+    def complete(self, gguf, prompt, n, temperature=0.0, top_p=1.0, seed=0, ctx=2048, flags=()):
+        calls.append((Path(gguf).name, prompt, n, temperature, seed, list(flags)))
         return Completion(f"Final answer: {len(calls)}\nmore", 5, 0.1)
 
     monkeypatch.setattr(LlamaCpp, "complete", complete)
@@ -73,6 +73,8 @@ def test_cached_replies_are_reused_only_when_every_part_of_the_key_matches(count
     assert misses(make(), n=65) == 2                                          # token limit
     assert misses(make(sampling=rn.Sampling(0.6, 0.95, 0))) == 2              # sampling
     assert misses(make(sampling=rn.Sampling(0.0, 1.0, 7))) == 2               # seed
+    assert misses(make(sampling=rn.Sampling(repeat_penalty=1.1))) == 2        # any other setting
+    assert calls[-1][-1] == ["--repeat-penalty", "1.1"]
     other = tmp / "tuned.gguf"
     other.write_bytes(b"GGUF other weights")
     assert misses(make(gguf=other)) == 2                                      # model file content
@@ -265,7 +267,7 @@ def test_side_by_side_eval_keeps_the_model_order_and_gives_each_server_its_threa
             with lock:
                 running[0] -= 1
 
-        def complete(self, prompt, n, temperature=0.0, top_p=1.0, seed=0, stop=None):
+        def complete(self, prompt, n, temperature=0.0, top_p=1.0, seed=0, stop=None, extra=None):
             time.sleep(0.05 if self.slow else 0.0)
             return llama_cpp.Completion("Formula: x\nFinal answer: 1\n", 4, 0.01)
 

@@ -16,6 +16,8 @@ log = logging.getLogger("fintune")
 
 
 def parse(argv) -> argparse.Namespace:
+    from fintune.eval.sampling import PRESETS
+
     p = argparse.ArgumentParser(prog="python -m fintune.eval", description=__doc__.split("\n\n")[0],
                                 allow_abbrev=False)
     p.add_argument("--eval_file", action="append", help="JSONL eval set; repeatable")
@@ -38,8 +40,9 @@ def parse(argv) -> argparse.Namespace:
     p.add_argument("--output", help="report directory (with --rescore: default DIR itself)")
     p.add_argument("--max_new_tokens", type=int, default=320)
     p.add_argument("--batch_size", type=int, default=16, help="HF runner batch size")
-    p.add_argument("--sampling", choices=["greedy", "r1"], default="greedy",
-                   help="greedy (reproducible, CI) or DeepSeek's R1 settings (temperature 0.6, top_p 0.95)")
+    p.add_argument("--sampling", choices=PRESETS.names(), default="greedy",
+                   help="greedy (reproducible, CI); r1: DeepSeek's R1 settings (temperature 0.6, top_p 0.95); "
+                        "ollama (GGUF only): Ollama's defaults under the shipped Modelfile's parameters")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--parallel", type=int, default=4,
                    help="GGUF: llama-server slots decoding together; 1 = one llama-completion per prompt")
@@ -59,10 +62,10 @@ def parse(argv) -> argparse.Namespace:
 
 def make_runner(args):
     from fintune.errors import MissingError
-    from fintune.eval.runner import GREEDY, R1_SAMPLING, GGUFRunner, HFRunner, Sampling
+    from fintune.eval.runner import GGUFRunner, HFRunner
+    from fintune.eval.sampling import Preset
 
-    base = R1_SAMPLING if args.sampling == "r1" else GREEDY
-    sampling = Sampling(base.temperature, base.top_p, args.seed)
+    sampling = Preset(args.sampling, args.seed)
     if args.gguf:
         if not Path(args.gguf).is_file():
             raise MissingError(f"--gguf {args.gguf}: no such file")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 
 from fintune.data.jsonl import DataError, read_jsonl_numbered
@@ -67,6 +68,7 @@ def evaluate(runner, items: list[dict], eval_set: str, with_context: bool, max_n
     # --rescore finds the items (gold, wording, family) here
     result["eval_file"] = str(eval_file) if eval_file else None
     result["device"], result["dtype"] = runner.device, runner.dtype
+    result["sampling_settings"] = {k: v for k, v in asdict(runner.sampling).items() if v is not None}
     result["replies_from_cache"] = runner.cached - cached0
     result["stopped_by_rule"] = dict(Counter(runner.stops) - stops0)
     result["stop_rule"] = RULE

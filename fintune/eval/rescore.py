@@ -17,7 +17,7 @@ from fintune.eval.evaluate import EvalFileError, load_eval_file
 from fintune.eval.report import score_set, write_report
 
 # fields of a result that scoring does not produce: kept from the old report
-KEPT = ("tokens_per_second", "seconds", "sampling", "skipped")
+KEPT = ("tokens_per_second", "seconds", "sampling", "sampling_settings", "skipped")
 
 
 def _groups(predictions: list[dict]) -> dict[tuple[str, str], list[dict]]:

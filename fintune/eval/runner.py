@@ -6,25 +6,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 from fintune.errors import UsageError
+from fintune.eval.sampling import GREEDY, R1_SAMPLING, Preset, Sampling  # noqa: F401 (re-exported)
 from fintune.prompts import R1_INSTRUCTION, user_prompt
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Sampling:
-    temperature: float = 0.0  # 0 = greedy
-    top_p: float = 1.0
-    seed: int = 0
-
-
-GREEDY = Sampling()
-# DeepSeek's recommended sampling for R1 models
-R1_SAMPLING = Sampling(temperature=0.6, top_p=0.95)
 
 
 def build_prompt(tokenizer, item: dict, with_context: bool) -> str:
@@ -87,12 +75,15 @@ class HFRunner(_Counted):
     """Batched generation on the GPU when there is one; an adapter is merged in memory for speed."""
 
     def __init__(self, model_dir: str, adapter: str | None = None, name: str | None = None,
-                 sampling: Sampling = GREEDY, device: tuple[str, str] | None = None):
+                 sampling: Sampling | Preset = GREEDY, device: tuple[str, str] | None = None):
+        """`sampling`: settings, or a preset (eval/sampling.py)."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.name = name or (f"{model_dir}+{adapter}" if adapter else str(model_dir))
-        self.sampling = sampling
+        self.sampling = sampling.resolve(None)
+        if self.sampling.extra():  # transformers' repetition penalty is another rule than llama.cpp's
+            raise UsageError(f"{self.name}: sampling settings {sorted(self.sampling.extra())} apply to GGUF models only")
         self.device, self.dtype = device or hf_device()
         self.tokenizer = AutoTokenizer.from_pretrained(adapter or model_dir)
         self.tokenizer.padding_side = "left"
@@ -160,15 +151,15 @@ class GGUFRunner(_Counted):
     SmolLM2-135M on 2 cores)."""
 
     def __init__(self, gguf: str | Path, llama_cpp_path: str | Path, tokenizer_dir: str | Path | None = None,
-                 name: str | None = None, sampling: Sampling = GREEDY, parallel: int = 1,
+                 name: str | None = None, sampling: Sampling | Preset = GREEDY, parallel: int = 1,
                  cache_dir: str | Path | None = None, threads: int | None = None):
-        """`threads`: llama-server's threads (None: its default, one per core)."""
+        """`sampling`: settings, or a preset, resolved for the GGUF's chat template
+        (eval/sampling.py); `threads`: llama-server's threads (None: its default, one per core)."""
         from fintune.export.llama_cpp import LlamaCpp
 
         self.gguf = Path(gguf)
         self.name = name or self.gguf.name
         self.lc = LlamaCpp(Path(llama_cpp_path))
-        self.sampling = sampling
         self.parallel = parallel
         self.threads = threads
         if tokenizer_dir:
@@ -177,6 +168,11 @@ class GGUFRunner(_Counted):
             self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
         else:
             self.tokenizer = GGUFChatTemplate(self.gguf)
+        if isinstance(sampling, Preset):
+            from fintune.templates import detect
+
+            sampling = sampling.resolve(detect(self.tokenizer.chat_template))
+        self.sampling = sampling
         self.tokens, self.seconds = 0, 0.0
         self.device, self.dtype = "cpu (llama.cpp)", "gguf"
         if cache_dir is not None:
@@ -185,7 +181,7 @@ class GGUFRunner(_Counted):
 
             # what decides a reply besides prompt, seed and token limit
             self.cache = ReplyCache(cache_dir, self.gguf, {
-                "temperature": sampling.temperature, "top_p": sampling.top_p, "stop_rule": RULE,
+                "temperature": sampling.temperature, "top_p": sampling.top_p, **sampling.extra(), "stop_rule": RULE,
                 "llama_cpp": self.lc.version(), "slots": parallel, "threads": threads or "default",
                 # what shares a decode batch changes some replies (see _generate)
                 "dispatch": "longest expected first where every item has a reference, else prompt order"})
@@ -242,9 +238,11 @@ class GGUFRunner(_Counted):
         def one(i):
             rule = lambda text: cut(text, open_think=prompts[i].endswith("<think>\n"))  # noqa: E731
             if server:  # streamed, dropped as soon as the rule says the reply is over
-                c = server.complete(prompts[i], n, temperature=s.temperature, top_p=s.top_p, seed=seeds[i], stop=rule)
+                c = server.complete(prompts[i], n, temperature=s.temperature, top_p=s.top_p, seed=seeds[i], stop=rule,
+                                    extra=s.extra())
             else:
-                c = self.lc.complete(self.gguf, prompts[i], n, temperature=s.temperature, top_p=s.top_p, seed=seeds[i])
+                c = self.lc.complete(self.gguf, prompts[i], n, temperature=s.temperature, top_p=s.top_p, seed=seeds[i],
+                                     flags=s.cli_flags())
                 c.text, c.stop_reason = rule(c.text)
             with lock:
                 done[0] += 1

@@ -18,7 +18,8 @@ from pathlib import Path
 from fintune.config import PipelineConfig
 from fintune.eval.evaluate import evaluate, load_eval_file, set_name
 from fintune.eval.report import markdown, stratified, write_report
-from fintune.eval.runner import GREEDY, R1_SAMPLING, GGUFRunner, HFRunner
+from fintune.eval.runner import GGUFRunner, HFRunner
+from fintune.eval.sampling import Preset, describe
 from fintune.export.llama_cpp import PPL_CHUNKS
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ def runners(cfg: PipelineConfig, base_path: str):
     from fintune.models import cache_dir
 
     adapter, lcp = cfg.train.lora_output_dir, cfg.export.llama_cpp_path
-    sampling = R1_SAMPLING if cfg.eval.eval_sampling == "r1" else GREEDY
+    sampling = Preset(cfg.eval.eval_sampling)
     replies = cache_dir() / "eval-replies" if cfg.eval.eval_cache else None
     for name in cfg.eval.eval_models:
         if name == "base":
@@ -198,7 +199,7 @@ def run(cfg: PipelineConfig) -> Path:
     results = [r for name in order for r in done[name][0]]
     predictions = [p for name in order for p in done[name][1]]
     ppl = perplexities(cfg, sets[0][1][: cfg.eval.eval_limit]) if cfg.eval.perplexity else {}
-    notes = quant_notes(results, ppl)
+    notes = quant_notes(results, ppl) + [describe(cfg.eval.eval_sampling, results)]
     if side_by_side:
         notes.append(f"Speed: GGUF models evaluated {at_once} at a time, llama.cpp on {threads} thread(s) each; "
                      "tokens/s is each model's while another decoded beside it")

@@ -80,10 +80,11 @@ class LlamaCpp:
         return self.complete(gguf, prompt, n_tokens, seed=seed, ctx=ctx).text
 
     def complete(self, gguf: Path, prompt: str, n_tokens: int, temperature: float = 0.0,
-                 top_p: float = 1.0, seed: int = 0, ctx: int = 2048) -> "Completion":
+                 top_p: float = 1.0, seed: int = 0, ctx: int = 2048, flags: list[str] = ()) -> "Completion":
+        """`flags`: further sampling flags (e.g. --repeat-penalty 1.1)."""
         cmd = [str(self.binary("llama-completion")), "-m", str(gguf), "-p", prompt, "-n", str(n_tokens),
                "-no-cnv", "--temp", str(temperature), "--top-p", str(top_p), "-s", str(seed),
-               "--no-display-prompt", "-c", str(ctx), "--no-warmup"]
+               "--no-display-prompt", "-c", str(ctx), "--no-warmup", *flags]
         proc = _run_proc(cmd, what="llama-completion")
         m = re.search(r"\beval time =\s*([\d.]+) ms /\s*(\d+) runs", proc.stderr)
         # llama-completion marks a stop on an end-of-generation token this way
@@ -160,16 +161,17 @@ class LlamaServer:
             self.log.close()
 
     def complete(self, prompt: str, n_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
-                 seed: int = 0, stop=None) -> "Completion":
+                 seed: int = 0, stop=None, extra: dict | None = None) -> "Completion":
         """One completion. `stop(text) -> (text, reason | None)`: the reply streams in
         and the request is dropped as soon as it returns a reason, which frees the
-        slot for the next prompt (llama-server cancels a task whose client left)."""
+        slot for the next prompt (llama-server cancels a task whose client left). `extra`:
+        further /completion fields (e.g. repeat_penalty)."""
         import json
         import time
         import urllib.request
 
         body = json.dumps({"prompt": prompt, "n_predict": n_tokens, "temperature": temperature, "top_p": top_p,
-                           "seed": seed, "cache_prompt": False, "stream": stop is not None}).encode()
+                           "seed": seed, "cache_prompt": False, "stream": stop is not None, **(extra or {})}).encode()
         req = urllib.request.Request(self.url + "/completion", data=body, headers={"Content-Type": "application/json"})
         if stop is None:
             with urllib.request.urlopen(req, timeout=600) as r:
