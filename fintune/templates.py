@@ -103,7 +103,7 @@ FAMILIES.register("deepseek-r1", TemplateFamily(
 # The embedded SmolLM2's family. Greedy without a repeat penalty is what the eval
 # measures, so the report is what `ollama run` gives. Ollama's default penalty (1.1
 # over the last 64 tokens, applied by its llama.cpp runner) broke more loops (format
-# 96-97% instead of 90-93%) but cost 6-10 points of substitution lines: the window
+# 94.8-96.6% instead of 89.7-92.7%) but cost 5-10 points of substitution lines: the window
 # holds the question's numbers that line must copy (README, "Sampling"). num_predict
 # ends a loop at 2.5x the longest worked solution instead of at the context size.
 FAMILIES.register("chatml", TemplateFamily(
