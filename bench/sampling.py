@@ -50,7 +50,9 @@ def main(argv=None) -> int:
     family = detect(GGUFChatTemplate(args.gguf).chat_template)
     sets = []
     for spec in args.eval_file:
-        path, _, limit = spec.rpartition(":") if spec.rpartition(":")[2].isdigit() else (spec, "", "")
+        path, _, limit = spec.rpartition(":")
+        if not limit.isdigit():
+            path, limit = spec, ""
         sets.append((path, load_eval_file(path, int(limit) if limit else None)))
     print("| sampling | eval file | n | format | formula | substitution | per split: formula / substitution right |")
     print("|---|---|---|---|---|---|---|")
