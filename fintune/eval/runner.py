@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 from fintune.errors import UsageError
-from fintune.eval.sampling import GREEDY, Preset, Sampling  # noqa: F401 (Sampling re-exported)
+from fintune.eval.sampling import GREEDY, Preset, Sampling
 from fintune.prompts import R1_INSTRUCTION, user_prompt
 
 log = logging.getLogger(__name__)
