@@ -78,8 +78,14 @@ class DataConfig:
     market_optional: bool = True
     # Evaluation sets that must never reach training (globs; missing ones are fine).
     contamination_files: list[str] = field(default_factory=lambda: ["../shared/eval/*.jsonl"])
+    # the answer instruction of every prompt, trained and evaluated alike (fintune/prompts.py INSTRUCTIONS)
+    instruction: str = "final_answer"
 
     def __post_init__(self):
+        from fintune.prompts import INSTRUCTIONS
+
+        _check(self.instruction in INSTRUCTIONS.names(), f"data.instruction: unknown instruction "
+               f"{self.instruction!r}; valid names: {', '.join(INSTRUCTIONS.names())}")
         _check(self.num_generated >= 0, "data.num_generated must be >= 0")
         _check(0.0 < self.heldout_fraction < 0.5, "data.heldout_fraction must be in (0, 0.5)")
         _check(0.0 <= self.paraphrase <= 1.0, "data.paraphrase must be in [0, 1]")
@@ -170,6 +176,9 @@ class TrainConfig:
     dpo_beta: float = 0.1
     dpo_learning_rate: float = 5e-6
     dpo_max_steps: int = -1  # -1: one epoch over the pairs
+    # longest chosen or rejected row DPO trains on (0: model.max_seq_length); DPO runs
+    # both through the model at once and holds their logits, so it may need less
+    dpo_max_seq_length: int = 0
     resume_from_checkpoint: Optional[str] = None
 
     def __post_init__(self):
@@ -192,6 +201,8 @@ class TrainConfig:
         _check(self.early_stopping_patience >= 0, "train.early_stopping_patience must be >= 0")
         _check(self.dpo_beta > 0 and self.dpo_learning_rate > 0, "train.dpo_beta and dpo_learning_rate must be > 0")
         _check(self.dpo_max_steps == -1 or self.dpo_max_steps > 0, "train.dpo_max_steps must be -1 or > 0")
+        _check(self.dpo_max_seq_length == 0 or self.dpo_max_seq_length >= 32,
+               "train.dpo_max_seq_length must be 0 (model.max_seq_length) or >= 32")
         _check(self.val_fraction == 0 or self.save_steps % self.eval_steps == 0,
                f"train.save_steps ({self.save_steps}) must be a multiple of train.eval_steps ({self.eval_steps}) "
                "so the best checkpoint by eval loss is on disk to restore")

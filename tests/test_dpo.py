@@ -53,3 +53,74 @@ def test_sft_and_dpo_run_in_processes_of_their_own(tmp_path, tiny_llama_dir):
     assert len(pids) == 2 and len(set(pids)) == 2 and os.getpid() not in pids
     rec = json.loads((tmp_path / "lora" / "fintune_adapter.json").read_text())
     assert rec["dpo"]["global_step"] == 1 and rec["dpo"]["sft_adapter"].endswith("lora-sft")
+
+
+def _sft_adapter(tmp_path, base_dir, template: str):
+    """An SFT adapter as the training stage leaves it, its tokenizer carrying `template`."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from fintune.train.trainer import ADAPTER_RECORD
+
+    sft = tmp_path / "lora-sft"
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir), LoraConfig(r=4, target_modules=["q_proj"]))
+    model.save_pretrained(sft)
+    tok = AutoTokenizer.from_pretrained(base_dir)
+    tok.chat_template = template
+    tok.save_pretrained(sft)
+    (sft / ADAPTER_RECORD).write_text(json.dumps({"base_model": str(base_dir), "base_model_path": str(base_dir)}))
+    return sft
+
+
+def _pairs(cfg):
+    from fintune.data.jsonl import write_jsonl
+    from fintune.train.dpo import pairs_path
+
+    pairs_path(cfg).parent.mkdir(parents=True, exist_ok=True)
+    write_jsonl(pairs_path(cfg), PAIRS)
+
+
+def test_dpo_keeps_the_sft_adapters_tokenizer(tmp_path, tiny_llama_dir):
+    """Defect 3: DPO saved the base's tokenizer over the one the SFT adapter carries
+    (its chat template). Here the adapter's template differs from the base's."""
+    from transformers import AutoTokenizer
+
+    from fintune.train import dpo
+
+    template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                "{% if add_generation_prompt %}<|im_start|>assistant\nReasoning: {% endif %}")
+    base_template = AutoTokenizer.from_pretrained(tiny_llama_dir).chat_template
+    assert template != base_template
+    sft = _sft_adapter(tmp_path, tiny_llama_dir, template)
+    cfg = build_config(overrides=tiny_overrides(tmp_path, tiny_llama_dir, dpo=True, dpo_max_steps=1))
+    _pairs(cfg)
+    out = dpo.run(cfg, sft, tmp_path / "lora", str(tiny_llama_dir), "fp32", on_cuda=False)
+    saved = AutoTokenizer.from_pretrained(out)
+    assert saved.chat_template == template
+    assert json.loads((out / "fintune_adapter.json").read_text())["dpo"]["backend"] == "peft"
+
+
+def test_dpo_on_a_24_gb_card_stops_before_loading(tmp_path, monkeypatch):
+    """DPO now checks its own plan line (policy, reference adapter, chosen + rejected
+    rows and their logits) before anything loads; loading is made to fail loudly."""
+    import pytest
+    import transformers
+
+    from conftest import ROOT
+    from fintune.config import load_yaml
+    from fintune.errors import UsageError
+    from fintune.train import backends, dpo, plan
+
+    monkeypatch.setattr(plan, "gpu_free_bytes", lambda: 23.5 * plan.GiB)
+    monkeypatch.setattr(backends, "choose_backend", lambda requested: backends.Choice("unsloth", "stand-in"))
+
+    def no_load(*a, **k):
+        raise AssertionError("a model was loaded before the memory check")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", no_load)
+    monkeypatch.setattr(backends, "load_unsloth_adapter", no_load)
+    cfg = build_config(load_yaml(ROOT / "configs" / "r1-distill-qwen-14b-24gb.yaml"),
+                       {"dpo": True, "data_dir": str(tmp_path)})
+    _pairs(cfg)
+    with pytest.raises(UsageError, match="not enough GPU memory for DPO through unsloth.*--dpo_max_seq_length"):
+        dpo.run(cfg, tmp_path / "lora-sft", tmp_path / "lora", cfg.model.base_model, "bf16", on_cuda=True)

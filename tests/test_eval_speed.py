@@ -29,6 +29,20 @@ def test_stop_rule_after_an_opened_think_block():
     assert cut("Final answer: 3\n", open_think=True) == ("Final answer: 3\n", None)
 
 
+
+def stand_in_gguf(path: Path, tag: str) -> None:
+    """A GGUF header without tensors: enough for the runner, which reads whether
+    llama.cpp adds BOS (templates.for_llama_cpp) and hashes the file for its cache."""
+    import gguf
+
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_string("general.name", tag)
+    w.add_add_bos_token(False)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
 @pytest.fixture
 def counting_runner(tmp_path, smollm2_dir, monkeypatch):
     """GGUFRunner on a stand-in model file, llama-completion replaced by a counter."""
@@ -44,7 +58,7 @@ def counting_runner(tmp_path, smollm2_dir, monkeypatch):
     monkeypatch.setattr(LlamaCpp, "complete", complete)
     monkeypatch.setattr(LlamaCpp, "version", lambda self: "llama-cpp-python==0.3.36")
     model = tmp_path / "base.gguf"
-    model.write_bytes(b"GGUF stand-in weights")
+    stand_in_gguf(model, "stand-in weights")
 
     def make(gguf=model, sampling=rn.GREEDY):
         return rn.GGUFRunner(gguf, tmp_path, smollm2_dir, "base", sampling, parallel=1,
@@ -76,7 +90,7 @@ def test_cached_replies_are_reused_only_when_every_part_of_the_key_matches(count
     assert misses(make(sampling=rn.Sampling(repeat_penalty=1.1))) == 2        # any other setting
     assert calls[-1][-1] == ["--repeat-penalty", "1.1"]
     other = tmp / "tuned.gguf"
-    other.write_bytes(b"GGUF other weights")
+    stand_in_gguf(other, "other weights")
     assert misses(make(gguf=other)) == 2                                      # model file content
     monkeypatch.setattr(LlamaCpp, "version", lambda self: "llama-cpp-python==0.3.37")
     assert misses(make()) == 2                                                # llama.cpp build
@@ -281,7 +295,7 @@ def test_side_by_side_eval_keeps_the_model_order_and_gives_each_server_its_threa
     (data / "heldout.jsonl").write_text("".join(json.dumps(it) + "\n" for it in items))
     ggufs = {q: tmp_path / f"m-{q.lower()}.gguf" for q in ("F16", "Q8_0", "Q4_K_M")}
     for p in ggufs.values():
-        p.write_bytes(b"GGUF stand-in " + p.name.encode())  # sha256s differ: no shared cached replies
+        stand_in_gguf(p, p.name)  # sha256s differ: no shared cached replies
     over = {
         "lora_output_dir": str(lora), "data_dir": str(data), "eval_dir": str(tmp_path / "eval"),
         "eval_models": "F16,Q8_0,Q4_K_M", "eval_files": "", "eval_limit": 3, "eval_parallel": 2,

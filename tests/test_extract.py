@@ -165,3 +165,20 @@ def test_per_family_report_tells_formula_from_arithmetic():
     assert "| add | 1/2 (f 2, s 1) |" in md and "| mul | 0/1 (f 0, s 0) |" in md
     assert "| [random] | 0/1 (f 1, s 0) |" in md and "| [unseen_template] | 1/2 (f 1, s 1) |" in md
     assert "| 33.3% |" in md and "lenient" in md and "Scoring: accuracy: explicit answer" in md
+
+
+@pytest.mark.parametrize("instruction", ["final_answer", "boxed"])
+@pytest.mark.parametrize("prompt_opens_think", [False, True])
+def test_a_reply_of_the_trained_r1_shape_scores(instruction, prompt_opens_think):
+    """Defect 7: what fintune/templates.py r1_reply trains is what the eval reads. The
+    model writes `<think>\\n...\\n</think>\\n\\n{answer}`; where the prompt opened the block
+    (the current R1 template) the reply starts after `<think>\\n`."""
+    from fintune.prompts import restate_answer
+    from fintune.templates import r1_reply
+
+    written = r1_reply(restate_answer("FV = 1000 x 1.05^3\n= 1157.63\nFinal answer: 1157.63", instruction))
+    reply = written.removeprefix("<think>\n") if prompt_opens_think else written
+    ex = extract(reply, open_think=prompt_opens_think)
+    assert ex.method == instruction and ex.value == 1157.63 and score(ex, 1157.63).correct
+    # cut while still reasoning (no </think>): no answer, even if the reasoning names one
+    assert extract(reply.split("</think>")[0], open_think=prompt_opens_think).method != instruction

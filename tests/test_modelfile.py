@@ -1,5 +1,11 @@
 """Ollama Modelfiles: golden files per chat-template family, exact R1 token
-strings, and quoting that a system prompt cannot break."""
+strings, quoting that a system prompt cannot break, and each TEMPLATE executed
+by Go's text/template on the data Ollama passes (tests/gotmpl/render.go) against
+the model's own Jinja template."""
+import json
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -53,3 +59,118 @@ def test_system_prompt_with_triple_quotes_cannot_break_the_file():
 
 def test_quote_prefers_triple_quotes_for_multiline_text():
     assert quote("a\nb") == '"""a\nb"""'
+
+
+# ---- the TEMPLATE as Ollama executes it, against the model's own Jinja template ----------
+
+# Meta-Llama-3-8B-Instruct's chat template (tokenizer_config.json), for want of a Llama 3
+# tokenizer offline; rendered by transformers' Jinja like any other.
+LLAMA3_JINJA = (
+    "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + "
+    "message['role'] + '<|end_header_id|>\\n\\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}"
+    "{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}")
+SYSTEM = {"role": "system", "content": "You are a careful financial analyst."}
+USER = {"role": "user", "content": "What is 2% of 50?"}
+USER2 = {"role": "user", "content": "And 3% of 50?"}
+REASONING, ANSWER = "2% x 50 = 0.02 x 50 = 1", "\\boxed{1}"
+
+
+@pytest.fixture(scope="session")
+def go_render(tmp_path_factory):
+    """(Modelfile TEMPLATE, messages) -> the prompt Ollama renders, by tests/gotmpl/render.go."""
+    if shutil.which("go") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("go is not installed; `make test` installs golang-go")
+        pytest.skip("go not installed (apt-get install -y golang-go)")
+    exe = tmp_path_factory.mktemp("gotmpl") / "render"
+    subprocess.run(["go", "build", "-o", str(exe), str(Path(__file__).parent / "gotmpl" / "render.go")],
+                   check=True, env={**os.environ, "GO111MODULE": "off"})
+
+    def run(template: str, messages: list[dict], think: bool = False) -> str:
+        req = json.dumps({"template": template, "messages": messages, "think": think, "is_think_set": think})
+        return subprocess.run([str(exe)], input=req.encode(), capture_output=True, check=True).stdout.decode()
+
+    return run
+
+
+def _template_of(modelfile: str) -> str:
+    return modelfile.split('TEMPLATE """', 1)[1].split('"""\n', 1)[0]
+
+
+def _jinja(tok, messages, chat_template=None) -> str:
+    """The model's own rendering with the generation prompt, less the BOS text that
+    llama.cpp adds itself (add_bos_token; test_r1_chat.py checks the token ids)."""
+    text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                   **({"chat_template": chat_template} if chat_template else {}))
+    # SmolLM2's own template writes no BOS (its bos_token <|im_start|> opens each turn);
+    # the Llama 3 one is rendered here with SmolLM2's bos_token in its place
+    bos = tok.bos_token if chat_template == LLAMA3_JINJA or tok.bos_token != "<|im_start|>" else ""
+    return text[len(bos):] if bos and text.startswith(bos) else text
+
+
+def _with_modelfile_system(messages: list[dict], modelfile: str) -> list[dict]:
+    """A Modelfile SYSTEM reaches the template as a first system message when the
+    request has none (server/routes.go ChatHandler)."""
+    if "\nSYSTEM " not in modelfile or messages[0]["role"] == "system":
+        return messages
+    system = modelfile.split("\nSYSTEM ", 1)[1].split("\n\n", 1)[0]
+    return [{"role": "system", "content": system.removeprefix('"""').removesuffix('"""')}] + messages
+
+
+def _ollama_turn(reply: str) -> dict:
+    """An earlier R1 reply as an Ollama client sends it back after a chat with `think`
+    set: reasoning in `thinking`, the answer (leading whitespace eaten) in `content`
+    (server/routes.go ChatHandler with thinking/parser.go)."""
+    thinking, content = reply.split("<think>", 1)[1].split("</think>", 1)
+    return {"role": "assistant", "content": content.lstrip(), "thinking": thinking.strip()}
+
+
+CONVERSATIONS = {"system+user": [SYSTEM, USER], "user": [USER],
+                 "multi-turn": [SYSTEM, USER, {"role": "assistant", "content": "2% of 50 is 1.\nFinal answer: 1"},
+                                USER2]}
+
+
+@pytest.mark.parametrize("conv", CONVERSATIONS)
+def test_chatml_template_renders_as_the_model_does(conv, tokenizer, go_render):
+    """Defect 8: on 91f3192 the TEMPLATE printed .System and then every message,
+    system included: the system prompt twice."""
+    from fintune.templates import default_system_prompt
+
+    msgs = CONVERSATIONS[conv]
+    modelfile = render(FAMILIES.get("chatml"), Q4, default_system_prompt(tokenizer.chat_template))
+    got = go_render(_template_of(modelfile), _with_modelfile_system(msgs, modelfile))
+    assert got == _jinja(tokenizer, msgs)
+
+
+@pytest.mark.parametrize("conv", CONVERSATIONS)
+def test_llama3_template_renders_as_llama3_does(conv, tokenizer, go_render):
+    msgs = CONVERSATIONS[conv]
+    got = go_render(_template_of(render(FAMILIES.get("llama3"), Q4, None)), msgs)
+    assert got == _jinja(tokenizer, msgs, LLAMA3_JINJA)
+
+
+@pytest.mark.parametrize("variant", ["r1_tokenizer", "r1_tokenizer_think"])
+@pytest.mark.parametrize("conv", ["system+user", "user", "multi-turn"])
+def test_r1_template_renders_as_the_model_does(conv, variant, request, go_render):
+    """Defect 9: an earlier reasoning reply renders as R1's own template renders it,
+    `content.split('</think>')[-1]`: on 91f3192 the Go template printed only .Content,
+    without the "\\n\\n" that follows </think>, and could not show .Thinking."""
+    tok = request.getfixturevalue(variant)
+    reply = f"<think>\n{REASONING}\n</think>\n\n{ANSWER}"
+    jinja_msgs = {"system+user": [SYSTEM, USER], "user": [USER],
+                  "multi-turn": [USER, {"role": "assistant", "content": reply}, USER2]}[conv]
+    ollama_msgs = [_ollama_turn(m["content"]) if m["role"] == "assistant" else m for m in jinja_msgs]
+    text = render(FAMILIES.get("deepseek-r1"), Q4, None, think_prefix=variant.endswith("think"))
+    got = go_render(_template_of(text), ollama_msgs, think=True)
+    assert got == _jinja(tok, jinja_msgs)
+    assert REASONING not in got
+
+
+def test_r1_template_lets_ollama_find_the_thinking_tags():
+    """Ollama infers the thinking tags from the text around `.Thinking` inside the
+    range over .Messages (thinking/template.go InferTags); without them `think` is
+    refused and the reasoning stays in the reply's content."""
+    tmpl = FAMILIES.get("deepseek-r1").ollama_template
+    prefill = tmpl[tmpl.rindex("{{ if .Thinking }}"):]
+    assert prefill.startswith("{{ if .Thinking }}<think>\n{{ .Thinking }}\n</think>\n\n{{ end }}")

@@ -24,13 +24,6 @@ STANDIN = textwrap.dedent('''
             return "PEFT_MODEL"
 ''')
 
-CHAT_TEMPLATES = textwrap.dedent('''
-    import unsloth
-    def train_on_responses_only(trainer, **kw):
-        unsloth.CALLS.append(["train_on_responses_only", {"trainer": trainer, **kw}])
-        return "MASKED_TRAINER"
-''')
-
 DRIVER = textwrap.dedent('''
     import builtins, json, sys
     order = []
@@ -47,10 +40,11 @@ DRIVER = textwrap.dedent('''
                                   "max_seq_length": 4096, "load_in_4bit": True, "lora_r": 32,
                                   "lora_alpha": 64, "train_seed": 3407})
     model, tok = backends.load_unsloth(cfg, cfg.model.base_model)
-    from fintune.templates import FAMILIES
-    backends.unsloth_responses_only("TRAINER", FAMILIES.get("deepseek-r1"))
+    import transformers
+    transformers.AutoTokenizer.from_pretrained = lambda d: "TOK:" + str(d)
+    dpo_model, dpo_tok = backends.load_unsloth_adapter(cfg, "outputs/financial_lora-sft")
     import unsloth
-    print(json.dumps({"calls": unsloth.CALLS, "order": order, "model": model, "tok": tok}))
+    print(json.dumps({"calls": unsloth.CALLS, "order": order, "model": model, "tok": tok, "dpo_tok": dpo_tok}))
 ''')
 
 
@@ -58,7 +52,6 @@ DRIVER = textwrap.dedent('''
 def recorded(tmp_path):
     (tmp_path / "unsloth").mkdir()
     (tmp_path / "unsloth" / "__init__.py").write_text(STANDIN)
-    (tmp_path / "unsloth" / "chat_templates.py").write_text(CHAT_TEMPLATES)
     env = {"PYTHONPATH": f"{tmp_path}:{ROOT}", "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-c", DRIVER], capture_output=True, text=True, env=env, cwd=ROOT)
     assert out.returncode == 0, out.stderr
@@ -81,10 +74,16 @@ def test_get_peft_model_arguments(recorded):
     assert kw["lora_dropout"] == 0.0
 
 
-def test_responses_only_uses_the_r1_turn_markers(recorded):
+def test_dpo_continues_the_sft_adapter_through_unsloth_with_its_tokenizer(recorded):
+    """Given an adapter folder, FastLanguageModel.from_pretrained loads the base its
+    adapter_config names and the adapter as trainable (unsloth 2026.10.9, models/loader.py,
+    the `if is_peft:` branches); the tokenizer is the adapter folder's. Unsloth's
+    train_on_responses_only is no longer called (issue 30, defect 6)."""
     name, kw = recorded["calls"][2]
-    assert name == "train_on_responses_only" and kw["trainer"] == "TRAINER"
-    assert kw["instruction_part"] == "<\uff5cUser\uff5c>" and kw["response_part"] == "<\uff5cAssistant\uff5c>"
+    assert name == "from_pretrained" and kw == {"model_name": "outputs/financial_lora-sft", "max_seq_length": 4096,
+                                                "dtype": None, "load_in_4bit": True}
+    assert recorded["dpo_tok"] == "TOK:outputs/financial_lora-sft"
+    assert len(recorded["calls"]) == 3
 
 
 def test_unsloth_is_imported_before_transformers_trl_peft(recorded):

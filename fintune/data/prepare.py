@@ -22,7 +22,8 @@ from fintune.data.jsonl import DataError, read_jsonl, write_jsonl
 from fintune.data.sources import EXTENSIONS, NO_ROWS, read_rows, user_files
 from fintune.data.tokens import check_rows
 from fintune.manifest import atomic_path, write_json_atomic
-from fintune.prompts import user_prompt
+from fintune.prompts import restate_answer, user_prompt
+from fintune.templates import ThinkTagError, check_think_tags
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +58,13 @@ def quant_draws(d) -> tuple[list, list, list]:
     return train, unseen, fresh
 
 
-def problem_to_chat(p: quant.Problem, idx: int, source: str = "generator:quant") -> dict:
+def problem_to_chat(p: quant.Problem, idx: int, source: str = "generator:quant",
+                    instruction: str = "final_answer") -> dict:
+    """A generated problem as a chat row, asked with `instruction` (data.instruction)
+    and answered the way it asks (fintune/prompts.py restate_answer)."""
     return {"id": f"{source.split(':')[1]}-{p.family}-{idx}", "source": f"{source}/{p.family}",
-            "messages": [{"role": "user", "content": user_prompt(p.question)},
-                         {"role": "assistant", "content": p.solution()}]}
+            "messages": [{"role": "user", "content": user_prompt(p.question, instruction=instruction)},
+                         {"role": "assistant", "content": restate_answer(p.solution(), instruction)}]}
 
 
 def problem_to_eval(p: quant.Problem, idx: int, split: str) -> dict:
@@ -119,6 +123,10 @@ def read_file(path: Path, fmt, cfg_data, sft: list, dpo: list, rejects: list, co
         except RowError as e:
             _reject(rejects, counts, raw.where, e.field, e.reason, path.name)
             continue
+        if (bad := _think_problem(conv.messages)) is not None:
+            _reject(rejects, counts, raw.where, bad[0], bad[1].args[0], path.name)
+            counts[f"think_tags:{bad[1].name}"] += 1
+            continue
         rid = f"{path.stem}-{raw.where.rsplit(':', 1)[1].replace('row ', 'r')}"
         base = {"id": rid, "source": f"file:{path.name}", "format": fmt.name}
         if conv.dpo:
@@ -129,6 +137,19 @@ def read_file(path: Path, fmt, cfg_data, sft: list, dpo: list, rejects: list, co
             sft.append({**base, "messages": conv.messages})
         counts[f"kept:{path.name}"] += 1
         counts[f"format:{fmt.name}"] += 1
+
+
+def _think_problem(messages: list[dict] | None) -> tuple[str, ThinkTagError] | None:
+    """(field, error) of the first assistant turn whose <think> tags do not form one
+    block at its start (unclosed, unopened, nested, doubled): a model trained on it
+    would learn to leave its reasoning open or to reason twice."""
+    for i, m in enumerate(messages or []):
+        if m["role"] == "assistant":
+            try:
+                check_think_tags(m["content"])
+            except ThinkTagError as e:
+                return f"messages[{i}].content", e
+    return None
 
 
 def _why_no_rows(path: Path, file_rejects: list[dict]) -> str:
@@ -170,10 +191,11 @@ def run(cfg: PipelineConfig) -> Path:
     train_problems, unseen, fresh = quant_draws(d)
     heldout = [pair for i in range(len(unseen)) for pair in
                [("unseen_template", unseen[i])] + ([("random", fresh[i])] if i < len(fresh) else [])]
-    rows = [problem_to_chat(p, i) for i, p in enumerate(train_problems)]
+    rows = [problem_to_chat(p, i, instruction=d.instruction) for i, p in enumerate(train_problems)]
     counts["kept:generator:quant"] = len(rows)
     market_train, market_held = market_problems(d)
-    rows += [problem_to_chat(p, len(rows) + i, source="generator:market") for i, p in enumerate(market_train)]
+    rows += [problem_to_chat(p, len(rows) + i, source="generator:market", instruction=d.instruction)
+             for i, p in enumerate(market_train)]
     if market_train:
         counts["kept:generator:market"] = len(market_train)
     heldout += [("random", p) for p in market_held]

@@ -418,10 +418,12 @@ def curriculum_digest(per_family: int = 10) -> str:
     import hashlib
     import json
 
-    from fintune.prompts import user_prompt
+    from fintune.prompts import INSTRUCTIONS, restate_answer, user_prompt
 
     names = FAMILIES.names()
-    h = hashlib.sha256(json.dumps([[n, FAMILIES.get(n).templates] for n in names] + [user_prompt("?")]).encode())
+    # every instruction's prompt and answer line: a profile names one (data.instruction)
+    asks = [[user_prompt("?", instruction=i), restate_answer("Final answer: 1", i)] for i in INSTRUCTIONS.names()]
+    h = hashlib.sha256(json.dumps([[n, FAMILIES.get(n).templates] for n in names] + asks).encode())
     draws = generate_set(per_family * len(names), seed=0) + generate_unseen(len(names), seed=0)
     for p in draws + generate_set(per_family * len(names), seed=0, paraphrase=1.0):
         h.update(json.dumps([p.family, p.question, p.solution(), p.unit]).encode())

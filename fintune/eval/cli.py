@@ -17,6 +17,7 @@ log = logging.getLogger("fintune")
 
 def parse(argv) -> argparse.Namespace:
     from fintune.eval.sampling import PRESETS
+    from fintune.prompts import INSTRUCTIONS
 
     p = argparse.ArgumentParser(prog="python -m fintune.eval", description=__doc__.split("\n\n")[0],
                                 allow_abbrev=False)
@@ -44,6 +45,9 @@ def parse(argv) -> argparse.Namespace:
                    help="greedy (reproducible, CI); r1: DeepSeek's R1 settings (temperature 0.6, top_p 0.95); "
                         "ollama (GGUF only): Ollama's defaults under the shipped Modelfile's parameters")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--instruction", choices=INSTRUCTIONS.names(), default="final_answer",
+                   help="the answer instruction of each prompt: the model's profile's data.instruction "
+                        "(R1 profiles: boxed), the one it was trained with")
     p.add_argument("--parallel", type=int, default=4,
                    help="GGUF: llama-server slots decoding together; 1 = one llama-completion per prompt")
     p.add_argument("--llama_cpp_path", default="llama.cpp")
@@ -93,7 +97,8 @@ def main(argv=None) -> int:
                 [True if args.with_context is None else args.with_context]
             for with_context in modes:
                 res, rows = evaluate(runner, items, set_name(path, with_context, has_context), with_context,
-                                     args.max_new_tokens, args.batch_size, eval_file=path)
+                                     args.max_new_tokens, args.batch_size, eval_file=path,
+                                     instruction=args.instruction)
                 res["sampling"] = args.sampling
                 results.append(res)
                 predictions += rows

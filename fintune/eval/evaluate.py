@@ -59,14 +59,17 @@ def expected_lengths(items: list[dict]) -> list[int] | None:
 
 
 def evaluate(runner, items: list[dict], eval_set: str, with_context: bool, max_new_tokens: int,
-             batch_size: int, eval_file: str | Path | None = None) -> tuple[dict, list[dict]]:
-    prompts = [build_prompt(runner.tokenizer, it, with_context) for it in items]
+             batch_size: int, eval_file: str | Path | None = None,
+             instruction: str = "final_answer") -> tuple[dict, list[dict]]:
+    """`instruction`: the profile's data.instruction (fintune/prompts.py), as trained."""
+    prompts = [build_prompt(runner.tokenizer, it, with_context, instruction) for it in items]
     tokens0, seconds0, start = runner.tokens, runner.seconds, time.time()
     cached0, stops0 = runner.cached, Counter(runner.stops)
     outputs = runner.generate(prompts, max_new_tokens, batch_size, expected=expected_lengths(items))
     result, rows = score_set(runner.name, eval_set, items, outputs, time.time() - start, with_context, prompts)
     # --rescore finds the items (gold, wording, family) here
     result["eval_file"] = str(eval_file) if eval_file else None
+    result["instruction"] = instruction
     result["device"], result["dtype"] = runner.device, runner.dtype
     result["sampling_settings"] = {k: v for k, v in asdict(runner.sampling).items() if v is not None}
     result["replies_from_cache"] = runner.cached - cached0

@@ -10,19 +10,15 @@ from pathlib import Path
 
 from fintune.errors import UsageError
 from fintune.eval.sampling import GREEDY, Preset, Sampling
-from fintune.prompts import R1_INSTRUCTION, user_prompt
+from fintune.prompts import user_prompt
 
 log = logging.getLogger(__name__)
 
 
-def build_prompt(tokenizer, item: dict, with_context: bool) -> str:
-    """The model's own chat template around the question. DeepSeek-R1 models get
-    DeepSeek's recommended instruction (\\boxed{}) and no system prompt."""
-    from fintune.templates import detect
-
-    is_r1 = detect(tokenizer.chat_template).name == "deepseek-r1"
-    content = user_prompt(item["question"], item.get("context") if with_context else None,
-                          **({"instruction": R1_INSTRUCTION} if is_r1 else {}))
+def build_prompt(tokenizer, item: dict, with_context: bool, instruction: str = "final_answer") -> str:
+    """The model's own chat template around the question, asked with the
+    profile's instruction (data.instruction), the one its replies were trained on."""
+    content = user_prompt(item["question"], item.get("context") if with_context else None, instruction)
     return tokenizer.apply_chat_template([{"role": "user", "content": content}],
                                          tokenize=False, add_generation_prompt=True)
 
@@ -75,8 +71,12 @@ class HFRunner(_Counted):
     """Batched generation on the GPU when there is one; an adapter is merged in memory for speed."""
 
     def __init__(self, model_dir: str, adapter: str | None = None, name: str | None = None,
-                 sampling: Sampling | Preset = GREEDY, device: tuple[str, str] | None = None):
-        """`sampling`: settings, or a preset (eval/sampling.py)."""
+                 sampling: Sampling | Preset = GREEDY, device: tuple[str, str] | None = None,
+                 load_in_4bit: bool = False):
+        """`sampling`: settings, or a preset (eval/sampling.py); `load_in_4bit`: NF4 with
+        double quantization on CUDA, as QLoRA trains, where the plan says 16-bit does
+        not fit (eval/stage.py). An adapter stays unmerged on a 4-bit model: merging
+        would round it into 4-bit weights."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -87,12 +87,21 @@ class HFRunner(_Counted):
         self.device, self.dtype = device or hf_device()
         self.tokenizer = AutoTokenizer.from_pretrained(adapter or model_dir)
         self.tokenizer.padding_side = "left"
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, self.dtype))
+        kwargs: dict = {"dtype": getattr(torch, self.dtype)}
+        if load_in_4bit:
+            from transformers import BitsAndBytesConfig
+
+            kwargs.update(device_map={"": self.device}, quantization_config=BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=kwargs["dtype"]))
+            self.dtype = "nf4"
+        model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
         if adapter:
             from peft import PeftModel
 
-            model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
-        self.model = model.to(self.device).eval()
+            model = PeftModel.from_pretrained(model, adapter)
+            model = model if load_in_4bit else model.merge_and_unload()
+        self.model = (model if load_in_4bit else model.to(self.device)).eval()
         self.tokens, self.seconds = 0, 0.0
         self.stops: Counter = Counter()
         log.info("eval: %s on %s in %s", self.name, self.device, self.dtype)
@@ -174,7 +183,7 @@ class GGUFRunner(_Counted):
             sampling = sampling.resolve(detect(self.tokenizer.chat_template))
         self.sampling = sampling
         self.tokens, self.seconds = 0, 0.0
-        self.device, self.dtype = "cpu (llama.cpp)", "gguf"
+        self.device, self.dtype = "cuda (llama.cpp)" if self.lc.cuda_build else "cpu (llama.cpp)", "gguf"
         if cache_dir is not None:
             from fintune.eval.cache import ReplyCache
             from fintune.eval.stop import RULE
@@ -199,7 +208,9 @@ class GGUFRunner(_Counted):
         `expected`: a length hint per prompt (e.g. its reference solution's); the longest
         are sent first, so the last slots to finish hold short replies (see _generate)."""
         from fintune.export.llama_cpp import Completion
+        from fintune.templates import for_llama_cpp
 
+        prompts = [for_llama_cpp(p, self.gguf) for p in prompts]  # llama.cpp adds the BOS itself
         seeds = [self.sampling.seed + i + 1 for i in range(len(prompts))]
         keys = [self.cache.key(p, seed, max_new_tokens) for p, seed in zip(prompts, seeds)] if self.cache \
             else [None] * len(prompts)
@@ -219,6 +230,19 @@ class GGUFRunner(_Counted):
         self.stops.update(c.stop_reason for c in out if c.stop_reason)
         return [c.text for c in out]
 
+    def context_size(self, prompts: list[str], n: int, floor: int = 1024) -> int:
+        """Context per sequence: the longest prompt plus `n` new tokens, in steps of 256,
+        at least `floor` (what the CPU default's replies were measured with). A reply
+        that reaches the context's end is cut there, short of `n`: an R1 profile asks
+        for 2048 new tokens. Prompt lengths come from the tokenizer where there is one,
+        else their UTF-8 bytes, which no byte-level BPE exceeds."""
+        if hasattr(self.tokenizer, "encode"):  # a transformers tokenizer, not GGUFChatTemplate
+            longest = max((len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts), default=0)
+        else:
+            longest = max((len(p.encode("utf-8")) for p in prompts), default=0)
+        need = longest + n + 1  # the BOS llama.cpp adds
+        return max(floor, -(-need // 256) * 256)
+
     def _generate(self, prompts: list[str], seeds: list[int], n: int) -> list:
         """Prompts go to the slots in the order given. Sent longest first, the long
         replies decode beside others instead of alone at the end while the other slots
@@ -229,9 +253,11 @@ class GGUFRunner(_Counted):
         from fintune.export.llama_cpp import LlamaCppError, LlamaServer
 
         s, start, server = self.sampling, time.time(), None
+        ctx = self.context_size(prompts, n)
         if self.parallel > 1:
             try:
-                server = LlamaServer(self.lc, self.gguf, slots=self.parallel, threads=self.threads).__enter__()
+                server = LlamaServer(self.lc, self.gguf, slots=self.parallel, ctx_per_slot=ctx,
+                                     threads=self.threads).__enter__()
             except LlamaCppError as e:
                 log.info("eval: llama-server unavailable (%s); one llama-completion per prompt", str(e)[:120])
 
@@ -242,7 +268,7 @@ class GGUFRunner(_Counted):
                                     extra=s.extra())
             else:
                 c = self.lc.complete(self.gguf, prompts[i], n, temperature=s.temperature, top_p=s.top_p, seed=seeds[i],
-                                     flags=s.cli_flags())
+                                     ctx=ctx, flags=s.cli_flags())
                 c.text, c.stop_reason = rule(c.text)
             with lock:
                 done[0] += 1

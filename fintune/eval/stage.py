@@ -26,10 +26,13 @@ log = logging.getLogger(__name__)
 
 
 def base_gguf_path(base_path: str) -> Path:
-    """Where the F16 GGUF of the base checkpoint is cached."""
+    """Where the F16 GGUF of the base checkpoint is cached: keyed on its folder, or on
+    its hub id (nothing is downloaded to name the file)."""
     from fintune.models import cache_dir
 
-    key = hashlib.sha256(str(Path(base_path).resolve()).encode()).hexdigest()[:10]
+    where = Path(base_path)
+    key_text = str(where.resolve()) if where.is_dir() or where.is_absolute() else str(base_path)
+    key = hashlib.sha256(key_text.encode()).hexdigest()[:10]
     return cache_dir() / f"base-{Path(base_path).name}-{key}-f16.gguf"
 
 
@@ -37,11 +40,13 @@ def base_gguf(cfg: PipelineConfig, base_path: str) -> Path:
     """F16 GGUF of the base checkpoint, converted once into the cache."""
     from fintune.export.llama_cpp import LlamaCpp
     from fintune.manifest import atomic_path
+    from fintune.models import local_dir
 
     out = base_gguf_path(base_path)
     if not out.is_file():
         with atomic_path(out) as tmp:
-            LlamaCpp(Path(cfg.export.llama_cpp_path)).convert(Path(base_path), tmp, "f16")
+            # llama.cpp's converter reads a folder: a hub id is its snapshot in the HF cache
+            LlamaCpp(Path(cfg.export.llama_cpp_path)).convert(local_dir(base_path), tmp, "f16")
     return out
 
 
@@ -82,18 +87,28 @@ def runners(cfg: PipelineConfig, base_path: str):
     adapter, lcp = cfg.train.lora_output_dir, cfg.export.llama_cpp_path
     sampling = Preset(cfg.eval.eval_sampling)
     replies = cache_dir() / "eval-replies" if cfg.eval.eval_cache else None
+    fits = planned(cfg)
     for name in cfg.eval.eval_models:
+        line = fits[name]
+        if not line.ok:
+            log.warning("eval: %s left out of the report: %s", name, line.why)
+            continue
+        nf4 = line.action == "4-bit"
+        if nf4:
+            log.info("eval: %s %s", name, line.why)
         if name == "base":
             if cuda_available():
-                yield name, lambda threads: HFRunner(base_path, None, name="base", sampling=sampling), False
+                yield name, lambda threads, nf4=nf4: HFRunner(base_path, None, name="base", sampling=sampling,
+                                                              load_in_4bit=nf4), False
             else:
                 yield name, lambda threads: GGUFRunner(base_gguf(cfg, base_path), lcp, adapter, "base", sampling,
                                                       cfg.eval.eval_parallel, replies, threads), True
         elif name == "adapter":
-            yield name, lambda threads: HFRunner(base_path, adapter, name="adapter", sampling=sampling), False
+            yield name, lambda threads, nf4=nf4: HFRunner(base_path, adapter, name="adapter", sampling=sampling,
+                                                          load_in_4bit=nf4), False
         elif name == "merged":
-            yield name, (lambda threads: HFRunner(cfg.export.merged_model_dir, None, name="merged",
-                                                  sampling=sampling)), False
+            yield name, (lambda threads, nf4=nf4: HFRunner(cfg.export.merged_model_dir, None, name="merged",
+                                                           sampling=sampling, load_in_4bit=nf4)), False
         else:
             path = cfg.export.gguf_path(name)
             if not path.is_file():
@@ -101,6 +116,21 @@ def runners(cfg: PipelineConfig, base_path: str):
                 continue
             yield name, (lambda threads, path=path, name=name: GGUFRunner(
                 path, lcp, adapter, name.lower(), sampling, cfg.eval.eval_parallel, replies, threads)), True
+
+
+def planned(cfg: PipelineConfig) -> dict:
+    """{eval model: its plan line on this machine}: an HF model in bf16, 4-bit or left
+    out; a GGUF on the GPU, in RAM or left out (train/plan_stages.py), each with its
+    expected time."""
+    from fintune.train import plan_stages
+
+    m = plan_stages.this_machine(cfg)
+    lines = plan_stages.eval_lines(cfg, m)
+    for line in lines:
+        if line.ok:
+            log.info("eval: plan %s: %s, %.1f GiB GPU, %.1f GiB RAM%s", line.stage, line.action, line.gpu / 2**30,
+                     line.ram / 2**30, f", up to ~{line.seconds / 60:.0f} min" if line.seconds else "")
+    return dict(zip(cfg.eval.eval_models, lines))
 
 
 def concurrency(cfg: PipelineConfig, models: int) -> tuple[int, int | None]:
@@ -218,7 +248,7 @@ def evaluate_model(cfg: PipelineConfig, runner, sets) -> tuple[list, list]:
             for with_context in modes:
                 eval_set = set_name(path, with_context, len(modes) > 1)
                 res, rows = evaluate(runner, items, eval_set, with_context, cfg.eval.eval_max_new_tokens,
-                                     cfg.eval.eval_batch_size, eval_file=path)
+                                     cfg.eval.eval_batch_size, eval_file=path, instruction=cfg.data.instruction)
                 results.append(res)
                 predictions += rows
                 log.info("eval: %s on %s: accuracy %.1f%% [%.1f, %.1f] (lenient %.1f%%) format %.0f%% "

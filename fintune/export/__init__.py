@@ -17,6 +17,7 @@ from fintune.export import gguf_check, modelfile
 from fintune.export.llama_cpp import LlamaCpp, LlamaCppError
 from fintune.manifest import atomic_path, write_json_atomic
 from fintune.prompts import user_prompt
+from fintune.templates import for_llama_cpp
 
 log = logging.getLogger(__name__)
 EXPORT_RECORD = "export_record.json"
@@ -45,11 +46,14 @@ def check_checkpoint(model_dir: Path) -> None:
 
 
 def check_disk(model_dir: Path, out_dir: Path, quant_types: list[str]) -> None:
+    """The F16 GGUF (about the fp16 checkpoint's size) and every quant type by its bits
+    per weight (the plan's table, train/plan_stages.py), against the free disk."""
+    from fintune.train.plan_stages import GGUF_BITS, UNKNOWN_GGUF_BITS, disk_free_bytes
+
     ckpt = sum(f.stat().st_size for f in model_dir.glob("*.safetensors"))
-    # F16 GGUF ~ checkpoint size; Q8_0 ~ 0.53x; Q4_K_M ~ 0.3x (bits per weight / 16).
-    ratio = {"Q8_0": 0.55, "Q4_K_M": 0.32, "BF16": 1.0, "F16": 1.0}
-    need = ckpt + sum(ckpt * ratio.get(q, 0.6) for q in quant_types)
-    free = shutil.disk_usage(out_dir if out_dir.exists() else out_dir.parent).free
+    need = ckpt + sum(ckpt * GGUF_BITS.get(q.upper(), UNKNOWN_GGUF_BITS) / 16 for q in quant_types
+                      if q.upper() not in ("F16", "BF16"))
+    free = disk_free_bytes(out_dir)
     if free < need:
         raise UsageError(f"not enough disk for export: need about {need / 2**30:.1f} GiB "
                       f"(F16 + {', '.join(quant_types)}), {free / 2**30:.1f} GiB free in {out_dir}")
@@ -59,8 +63,8 @@ def smoke_prompt(cfg: PipelineConfig, model_dir: Path) -> str:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
-    return tok.apply_chat_template([{"role": "user", "content": user_prompt(cfg.export.smoke_prompt)}],
-                                   tokenize=False, add_generation_prompt=True)
+    content = user_prompt(cfg.export.smoke_prompt, instruction=cfg.data.instruction)
+    return tok.apply_chat_template([{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True)
 
 
 def produce(lc: LlamaCpp, final: Path, make, expect: str, prompt: str, smoke_tokens: int = 8) -> dict:
@@ -68,7 +72,7 @@ def produce(lc: LlamaCpp, final: Path, make, expect: str, prompt: str, smoke_tok
     with atomic_path(final) as tmp:
         make(tmp)
         summary = gguf_check.verify(tmp, expect)
-        summary["smoke"] = lc.generate(tmp, prompt, smoke_tokens)
+        summary["smoke"] = lc.generate(tmp, for_llama_cpp(prompt, tmp), smoke_tokens)
     summary["path"] = str(final)
     log.info("export: %s verified (%s, %d tensors, pre=%s)", final, expect, summary["tensors"], summary["pre"])
     return summary
@@ -95,7 +99,7 @@ def produce_all(lc: LlamaCpp, e, model_dir: Path, prompt: str) -> dict[str, dict
             return produce(lc, e.gguf_path(q), lambda tmp: lc.quantize(src, tmp, q, threads), q, prompt)
 
         with ThreadPoolExecutor(max_workers=e.export_jobs) as pool:
-            smoke = pool.submit(lc.generate, src, prompt, 8)
+            smoke = pool.submit(lc.generate, src, for_llama_cpp(prompt, src), 8)
             summaries = dict(zip(quants, pool.map(one, quants)))
             base["smoke"] = smoke.result()
     base["path"] = str(e.unquantized_gguf)

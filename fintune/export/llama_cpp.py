@@ -56,6 +56,25 @@ class LlamaCpp:
         isa = re.search(r"isa=(.*)$", stamp.read_text().strip()) if stamp.is_file() else None
         return f"{version} ({isa.group(1)})" if isa else version
 
+    @property
+    def cuda_build(self) -> bool:
+        """Whether the tools were built with CUDA: the setup script's stamp says so
+        (cuda=ON), or CMake's cache does for a tree built by hand."""
+        stamp = self.root / ".fintune-build"
+        if stamp.is_file():
+            return " cuda=ON" in stamp.read_text()
+        cache = self.root / "build" / "CMakeCache.txt"
+        return cache.is_file() and "GGML_CUDA:BOOL=ON" in cache.read_text(errors="replace")
+
+    def offload(self, fits: bool = True) -> list[str]:
+        """-ngl for a CUDA build: every layer where the plan says the model fits the GPU
+        (the eval leaves out one that does not), else `auto`, which with llama.cpp's
+        default --fit on offloads what fits (a smoke test, a perplexity); nothing for a
+        CPU build. common/arg.cpp accepts a number, 'auto' or 'all' for -ngl."""
+        if not self.cuda_build:
+            return []
+        return ["-ngl", "all" if fits else "auto"]
+
     def quant_types(self) -> list[str]:
         """Quantization type names as llama-quantize itself lists them."""
         out = subprocess.run([str(self.binary("llama-quantize")), "--help"], capture_output=True, text=True)
@@ -76,15 +95,18 @@ class LlamaCpp:
         _run(cmd, what="llama-quantize")
 
     def generate(self, gguf: Path, prompt: str, n_tokens: int, seed: int = 0, ctx: int = 2048) -> str:
-        """Greedy completion of a raw (already templated) prompt."""
-        return self.complete(gguf, prompt, n_tokens, seed=seed, ctx=ctx).text
+        """Greedy completion of a raw (already templated) prompt; a smoke test, so on a
+        GPU that the model may not fit whole (an F16 export), what fits is offloaded."""
+        return self.complete(gguf, prompt, n_tokens, seed=seed, ctx=ctx, fits=False).text
 
     def complete(self, gguf: Path, prompt: str, n_tokens: int, temperature: float = 0.0,
-                 top_p: float = 1.0, seed: int = 0, ctx: int = 2048, flags: list[str] = ()) -> "Completion":
-        """`flags`: further sampling flags (e.g. --repeat-penalty 1.1)."""
+                 top_p: float = 1.0, seed: int = 0, ctx: int = 2048, flags: list[str] = (),
+                 fits: bool = True) -> "Completion":
+        """`flags`: further sampling flags (e.g. --repeat-penalty 1.1); `fits`: the plan
+        says the whole model fits the GPU (every layer is offloaded; else what fits)."""
         cmd = [str(self.binary("llama-completion")), "-m", str(gguf), "-p", prompt, "-n", str(n_tokens),
                "-no-cnv", "--temp", str(temperature), "--top-p", str(top_p), "-s", str(seed),
-               "--no-display-prompt", "-c", str(ctx), "--no-warmup", *flags]
+               "--no-display-prompt", "-c", str(ctx), "--no-warmup", *self.offload(fits), *flags]
         proc = _run_proc(cmd, what="llama-completion")
         m = re.search(r"\beval time =\s*([\d.]+) ms /\s*(\d+) runs", proc.stderr)
         # llama-completion marks a stop on an end-of-generation token this way
@@ -97,7 +119,8 @@ class LlamaCpp:
         # each scores the same text, so their difference is paired (F16 2.8213 vs Q4_K_M 2.8216 at 16 chunks,
         # 3.4804 vs 3.4828 at 32, same order)
         out = _run_proc([str(self.binary("llama-perplexity")), "-m", str(gguf), "-f", str(text_file),
-                         "-c", str(ctx), "-b", str(max(ctx, 512)), "--chunks", str(chunks)], what="llama-perplexity")
+                         "-c", str(ctx), "-b", str(max(ctx, 512)), "--chunks", str(chunks), *self.offload(False)],
+                        what="llama-perplexity")
         m = re.search(r"Final estimate: PPL = ([\d.]+)", out.stdout + out.stderr)
         if not m:
             raise LlamaCppError(f"llama-perplexity printed no final estimate for {gguf}")
@@ -120,7 +143,7 @@ class LlamaServer:
         self.url = f"http://127.0.0.1:{port}"
         self.slots = slots
         self.cmd = [str(lc.binary("llama-server")), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port),
-                    "-np", str(slots), "-c", str(slots * ctx_per_slot), "-cb", "--no-warmup"]
+                    "-np", str(slots), "-c", str(slots * ctx_per_slot), "-cb", "--no-warmup", *lc.offload()]
         if threads:
             self.cmd += ["-t", str(threads), "-tb", str(threads)]
         self.proc = None

@@ -71,14 +71,21 @@ def lora_layers(cfg: PipelineConfig, model) -> list[int] | None:
     return None if k == n else list(range(n - k, n))
 
 
-def unsloth_responses_only(trainer, family):
-    """Unsloth's own assistant-only masking, with the markers of the model's chat
-    template family (our labels already mask the prompt; this keeps Unsloth's
-    collator in charge on its path)."""
-    from unsloth.chat_templates import train_on_responses_only
+def load_unsloth_adapter(cfg: PipelineConfig, adapter_dir: str):
+    """A saved LoRA adapter to train on (DPO after SFT) through Unsloth, and the
+    adapter's own tokenizer. Given an adapter folder, FastLanguageModel.from_pretrained
+    loads the base its adapter_config names (in 4-bit where asked, from Unsloth's
+    4-bit copy) and then PeftModel.from_pretrained(..., is_trainable=True)
+    (unsloth 2026.10.9, models/loader.py, FastLanguageModel.from_pretrained,
+    the `if is_peft:` branches). The tokenizer it returns comes from the base's
+    repository, so the adapter's (its chat template) is read from the folder."""
+    from unsloth import FastLanguageModel  # noqa: I001 - must precede transformers/peft/trl
+    from transformers import AutoTokenizer
 
-    return train_on_responses_only(trainer, instruction_part=family.instruction_part,
-                                   response_part=family.response_part)
+    model, _ = FastLanguageModel.from_pretrained(
+        model_name=str(adapter_dir), max_seq_length=cfg.model.max_seq_length,
+        dtype=None, load_in_4bit=cfg.model.load_in_4bit)
+    return model, AutoTokenizer.from_pretrained(adapter_dir)
 
 
 def load_peft(cfg: PipelineConfig, model_path: str, on_cuda: bool, precision: str = "fp32"):
@@ -218,10 +225,13 @@ def decoder_layers(model):
 def load_base(cfg: PipelineConfig, model_path: str, on_cuda: bool, precision: str = "fp32",
               attention: str | None = None):
     """The base model for LoRA: NF4 with double quantization on CUDA (QLoRA)
-    when load_in_4bit; on a CPU training in bf16, the frozen weights in bf16
+    when load_in_4bit; else on CUDA the frozen weights in the training precision
+    (bf16/fp16: 2 bytes a weight, as the memory plan counts them; fp32 only when
+    training in fp32); on a CPU training in bf16, the frozen weights in bf16
     (autocast would otherwise cast every fp32 weight again at every step);
-    else fp32. LoRA weights stay fp32 either way (PEFT keeps adapters in fp32).
-    And its tokenizer."""
+    else fp32. LoRA weights stay fp32 either way: get_peft_model's
+    autocast_adapter_dtype=True casts bf16/fp16 adapter weights to fp32
+    (peft 0.21.2, mapping_func.py get_peft_model). And its tokenizer."""
     import torch
     from peft import prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -235,8 +245,8 @@ def load_base(cfg: PipelineConfig, model_path: str, on_cuda: bool, precision: st
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch.bfloat16)
         kwargs["dtype"] = torch.bfloat16
-    elif not on_cuda and precision == "bf16":
-        kwargs["dtype"] = torch.bfloat16
+    elif precision in ("bf16", "fp16") and (on_cuda or precision == "bf16"):
+        kwargs["dtype"] = torch.bfloat16 if precision == "bf16" else torch.float16
     else:
         # LoRA weights and optimizer state in fp32; bf16 speed comes from autocast.
         kwargs["dtype"] = torch.float32

@@ -2,8 +2,16 @@
 data stage wrote to dpo.jsonl, starting from the SFT adapter.
 
 TRL copies a PEFT model's adapter into a frozen "ref" adapter when no reference
-model is given, so the reference policy is the SFT model, as in the DPO paper's
-recipe, without a second copy of the base weights.
+model is given (trl 1.14.2, trainer/dpo_trainer.py DPOTrainer.__init__,
+model.add_adapter("ref", ...)), so the reference policy is the SFT model, as in the
+DPO paper's recipe, without a second copy of the base weights.
+
+The backend is SFT's: on CUDA with Unsloth the adapter is loaded through Unsloth
+(backends.load_unsloth_adapter), and TRL's DPOTrainer is Unsloth's, since importing
+unsloth rewrites TRL's trainers (unsloth 2026.10.9, models/llama.py runs
+PatchFastRL -> models/rl.py patch_trl_rl_trainers; PatchDPOTrainer is a no-op kept
+for old notebooks). On CUDA the plan's DPO line is checked before anything loads.
+The tokenizer, with its chat template, is the SFT adapter's.
 """
 from __future__ import annotations
 
@@ -36,22 +44,42 @@ def run_stage(cfg: PipelineConfig) -> Path:
     return run(cfg, sft, Path(cfg.train.lora_output_dir), model_path, pick_precision(cfg, on_cuda), on_cuda)
 
 
-def run(cfg: PipelineConfig, sft_dir: Path, out: Path, model_path: str, precision: str, on_cuda: bool) -> Path:
-    from datasets import Dataset
+def load(cfg: PipelineConfig, sft_dir: Path, model_path: str, precision: str, on_cuda: bool):
+    """(trainable model from the SFT adapter, the SFT adapter's tokenizer, backend), through
+    SFT's backend, after the plan's check on CUDA."""
+    from fintune.train import backends
+
+    backend = backends.choose_backend(cfg.train.backend).backend
+    if on_cuda:
+        from fintune.train import plan_stages
+
+        plan_stages.require_dpo_fit(cfg, backend)
+    if backend == "unsloth":
+        model, tokenizer = backends.load_unsloth_adapter(cfg, str(sft_dir))
+        return model, tokenizer, backend
     from peft import PeftModel
-    from trl import DPOConfig, DPOTrainer
+    from transformers import AutoTokenizer
 
-    from fintune.train.backends import load_base
-    from fintune.train.trainer import ADAPTER_RECORD, plot_loss, resolve_optim
+    base, _ = backends.load_base(cfg, model_path, on_cuda, precision)
+    model = PeftModel.from_pretrained(base, sft_dir, is_trainable=True)
+    return model, AutoTokenizer.from_pretrained(sft_dir), backend
 
+
+def run(cfg: PipelineConfig, sft_dir: Path, out: Path, model_path: str, precision: str, on_cuda: bool) -> Path:
     path = pairs_path(cfg)
     if not path.is_file():
         raise MissingError(f"--dpo needs preference pairs: {path} not found (put prompt/chosen/rejected "
                                 f"rows in {cfg.data.dataset_folder}/)")
     pairs = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in read_jsonl(path)]
     t = cfg.train
-    base, tokenizer = load_base(cfg, model_path, on_cuda, precision)
-    model = PeftModel.from_pretrained(base, sft_dir, is_trainable=True)
+    model, tokenizer, backend = load(cfg, sft_dir, model_path, precision, on_cuda)
+    # TRL after the load: Unsloth, where it is the backend, must be imported first
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    from fintune.train.plan_stages import dpo_seq
+    from fintune.train.trainer import ADAPTER_RECORD, plot_loss, resolve_optim
+
     args = DPOConfig(
         output_dir=str(Path(t.checkpoint_dir) / "dpo"), beta=t.dpo_beta, learning_rate=t.dpo_learning_rate,
         max_steps=t.dpo_max_steps, num_train_epochs=1, per_device_train_batch_size=t.per_device_train_batch_size,
@@ -59,7 +87,7 @@ def run(cfg: PipelineConfig, sft_dir: Path, out: Path, model_path: str, precisio
         save_steps=t.save_steps, save_total_limit=t.save_total_limit, seed=t.train_seed,
         bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not on_cuda,
         optim=resolve_optim(t.optim, on_cuda),
-        max_length=cfg.model.max_seq_length, gradient_checkpointing=t.gradient_checkpointing,
+        max_length=dpo_seq(cfg), gradient_checkpointing=t.gradient_checkpointing,
         report_to=["tensorboard"], dataloader_num_workers=0)
     trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(pairs), processing_class=tokenizer)
     start = time.time()
@@ -75,7 +103,7 @@ def run(cfg: PipelineConfig, sft_dir: Path, out: Path, model_path: str, precisio
         write_jsonl(tmp / "train_log.jsonl", trainer.state.log_history)
         plot_loss(trainer.state.log_history, tmp / "loss.png")
         write_json_atomic(tmp / ADAPTER_RECORD, {**record, "dpo": {
-            "sft_adapter": str(sft_dir), "pairs": len(pairs), "beta": t.dpo_beta,
+            "sft_adapter": str(sft_dir), "pairs": len(pairs), "beta": t.dpo_beta, "backend": backend,
             "global_step": trainer.state.global_step, "train_loss": getattr(result, "training_loss", None),
             "seconds": round(time.time() - start, 1)}})
     log.info("dpo: %d pairs, %d steps, loss %s -> %s", len(pairs), trainer.state.global_step,

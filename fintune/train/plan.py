@@ -55,10 +55,17 @@ KNOWN = {
 
 
 def model_config(name: str) -> dict:
-    """config.json of a local checkpoint, else a known architecture by name."""
+    """config.json of a local checkpoint, else of the Hugging Face cache (offline),
+    else a known architecture by name, else the hub's."""
     p = Path(name)
     if (p / "config.json").is_file():
         return json.loads((p / "config.json").read_text())
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return json.loads(Path(hf_hub_download(name, "config.json", local_files_only=True)).read_text())
+    except Exception:  # noqa: BLE001 - not cached: the table, then the hub
+        pass
     key = name.lower().replace("_", "-")
     for known, cfg in KNOWN.items():
         if known in key:
@@ -68,7 +75,8 @@ def model_config(name: str) -> dict:
 
         return json.loads(Path(hf_hub_download(name, "config.json")).read_text())
     except Exception as e:
-        raise UsageError(f"--dry_run: cannot read the config of {name} ({type(e).__name__}); "
+        raise UsageError(f"cannot read the config of {name} ({type(e).__name__}): not a local folder, not in the "
+                         f"Hugging Face cache, hub unreachable; "
                          f"known offline: {', '.join(KNOWN)}") from None
 
 

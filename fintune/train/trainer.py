@@ -115,9 +115,12 @@ def run(cfg: PipelineConfig) -> Path:
     log.info("train: %d examples (%d dropped over max_seq_length=%d), %d validation, template %s",
              stats["kept"], stats["dropped_too_long"], cfg.model.max_seq_length, len(val_ex), family.name)
 
+    # Our labels already mask everything but the reply, on every backend. Unsloth's
+    # train_on_responses_only is not applied on top: it starts every row's labels at
+    # -100 and unmasks only spans after a response marker, then drops rows left fully
+    # masked (unsloth_zoo 2026.10.9, dataset_utils.py train_on_responses_only:
+    # _train_on_responses_only and _filter_fully_masked), so plain-text rows never trained.
     trainer = make_trainer(cfg, model, tokenizer, train_ex, val_ex, precision, on_cuda, compiled)
-    if choice.backend == "unsloth":
-        trainer = backends.unsloth_responses_only(trainer, family)
     resume = resolve_checkpoint(t.resume_from_checkpoint, t.checkpoint_dir)
     if resume:
         log.info("train: resuming from %s (weights, optimizer, scheduler, RNG and data position)", resume)
@@ -249,7 +252,7 @@ def save_adapter(cfg, trainer, tokenizer, model_path, choice, family_name, stats
         write_jsonl(tmp / "train_log.jsonl", history)
         plot_loss(history, tmp / "loss.png")
         write_json_atomic(tmp / ADAPTER_RECORD, {
-            "base_model": cfg.model.base_model, "base_model_path": model_path,
+            "base_model": cfg.model.base_model, "base_model_path": model_path, "instruction": cfg.data.instruction,
             "backend": choice.backend, "backend_reason": choice.reason, "chat_template_family": family_name,
             "lora": cfg.section_dict("lora"), "train": cfg.section_dict("train"),
             "model": cfg.section_dict("model"), "data": stats,
