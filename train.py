@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Train the LoRA adapter alone (preparing data first if it is missing).
+"""Train the LoRA adapter alone (preparing data first if it is missing). The same as `fintune train`.
 
     python train.py --model_name NAME --dataset_folder datasets/ --output_dir outputs/financial_lora \
         [--resume_from_checkpoint PATH|latest]
