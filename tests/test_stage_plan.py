@@ -224,3 +224,27 @@ def test_eval_stage_loads_hf_models_in_4bit_and_leaves_out_what_does_not_fit(mon
     assert names == ["base", "adapter", "merged"]
     assert made == [("base", True), ("adapter", True), ("merged", True)]
     assert "eval: F16 left out of the report: needs" in caplog.text
+
+
+def test_a_gpu_profile_without_cuda_refuses_to_train_before_loading(monkeypatch, tmp_path):
+    """Without CUDA the PEFT backend would load the 14B base in fp32 on the CPU (59 GB of
+    weights, 4096-token rows of fp32 activations and logits besides) and die at the load
+    or in the first step; the stage stops first, naming the fix.
+    The CPU default still plans to run."""
+    from fintune.train import trainer
+
+    machine(monkeypatch, None, 64)
+    lines, text = by_stage(profile(P14), backend="peft")
+    assert not lines["train"].ok and lines["train"].action == "refuses" and lines["train"].ram > 55 * GiB
+    assert "no CUDA GPU" in text and "--config cpu-smollm2" in text
+    cpu_lines, _ = by_stage(profile(ROOT / "configs" / "cpu-smollm2.yaml"), backend="peft")
+    assert cpu_lines["train"].ok and cpu_lines["train"].ram < 6 * GiB  # measured peak RSS: 3.0 GB
+
+    def no_load(*a, **k):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr("fintune.train.backends.load_peft", no_load)
+    monkeypatch.setattr("fintune.models.resolve_base_model", lambda name: name)
+    cfg = profile(P14, backend="peft", data_dir=str(tmp_path))
+    with pytest.raises(UsageError, match=r"in fp32, \d+\.\d GiB RAM, 64.0 available"):
+        trainer.run(cfg)

@@ -169,12 +169,46 @@ def train_line(cfg, backend: str, m: Machine) -> Line:
         linear * 4.13 / 8 + other * 2 if backend == "unsloth" and cfg.model.load_in_4bit else 2 * (linear + other)
     disk = est["disk"]["adapter"] + est["disk"]["checkpoints"] + download
     line = Line("train", est["needed"], offload + 2 * GiB, disk, f"runs ({backend})")
+    if m.gpu_free is None:
+        return _cpu_train(cfg, line, linear + other, m)
     line = _check_gpu(line, m, lambda: _seq_fix(cfg, backend, m, "--max_seq_length"))
     if download:
         line.why = "; ".join(filter(None, [line.why, f"downloads the base first ({download / GiB:.1f} GiB)"]))
     if disk > m.disk:  # shown, not enforced: the training stage checks GPU memory only (plan.require_fit)
         line.why += f"; WARNING: {m.disk / GiB:.1f} GiB disk free"
     return line
+
+
+def _cpu_train(cfg, line: Line, params: int, m: Machine) -> Line:
+    """Without CUDA the PEFT backend trains on the CPU: no 4-bit, the frozen weights in
+    fp32 (bf16 only where it measures faster, backends.load_base) and fp32 activations,
+    so a GPU profile's base outgrows the RAM; the stage refuses before loading it."""
+    import copy
+
+    cpu = copy.deepcopy(cfg)
+    cpu.model.load_in_4bit = False
+    mem = plan.memory(cpu, "peft")
+    mem["weights"] = params * 4
+    mem["activations"] *= 2
+    line.gpu, line.ram = 0.0, sum(mem.values()) + 2 * GiB
+    line.action = "runs (peft on the CPU)"
+    if line.ram > RAM_MARGIN * m.ram:
+        line.ok, line.action = False, "refuses"
+        line.why = (f"no CUDA GPU: the {params / 1e9:.1f}B base would train on the CPU in fp32, "
+                    f"{line.ram / GiB:.1f} GiB RAM, {m.ram / GiB:.1f} available; fix: run this profile on the GPU "
+                    "it names, or use the CPU profile (--config cpu-smollm2)")
+    return line
+
+
+def require_train_fit_on_cpu(cfg) -> None:
+    """Stop a training without CUDA before it loads a base that cannot fit the RAM."""
+    from fintune.errors import UsageError
+
+    s = Shapes.of(model_config(cfg.model.base_model))
+    linear, other = s.params()
+    line = _cpu_train(cfg, Line("train"), linear + other, Machine(None, None, ram_available_bytes(), 0, False))
+    if not line.ok:
+        raise UsageError(line.why)
 
 
 def dpo_memory(cfg, backend: str, seq: int | None = None) -> float:

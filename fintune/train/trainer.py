@@ -85,10 +85,15 @@ def run(cfg: PipelineConfig) -> Path:
     log.info("train: backend %s (%s)", choice.backend, choice.reason)
     model_path = resolve_base_model(cfg.model.base_model)
     on_cuda = backends.cuda_available()
-    if on_cuda:  # refuse before loading anything when the plan says it cannot fit
+    # refuse before loading anything when the plan says it cannot fit
+    if on_cuda:
         from fintune.train import plan
 
         plan.require_fit(cfg, choice.backend)
+    else:
+        from fintune.train.plan_stages import require_train_fit_on_cpu
+
+        require_train_fit_on_cpu(cfg)
     precision = pick_precision(cfg, on_cuda)
     compiled, probe = False, None
     if choice.backend == "unsloth":
