@@ -3,6 +3,7 @@ adapter and changes it; the reference is the SFT policy."""
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -124,3 +125,36 @@ def test_dpo_on_a_24_gb_card_stops_before_loading(tmp_path, monkeypatch):
     _pairs(cfg)
     with pytest.raises(UsageError, match="not enough GPU memory for DPO through unsloth.*--dpo_max_seq_length"):
         dpo.run(cfg, tmp_path / "lora-sft", tmp_path / "lora", cfg.model.base_model, "bf16", on_cuda=True)
+
+
+@pytest.mark.parametrize("variant", ["wheel", "think"])
+def test_r1_pairs_are_trained_in_the_text_sft_trained(variant, tiny_qwen2_r1_dir, tmp_path):
+    """TRL's own tokenization of the pairs (DPOTrainer's prepared dataset) gives prompt +
+    chosen exactly the ids SFT trains for that conversation: the template's prompt with
+    one BOS, then `<think>` reasoning `</think>` and the answer with EOS. Given the pairs
+    as conversations, TRL rendered the chosen reply with R1's template, which drops the
+    reasoning block (and, with the current template, the `<think>\\n` the prompt opens)."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    from fintune.templates import detect, tokenize_example
+    from fintune.train.dpo import as_trained
+    from r1_tokenizer import current_r1_template
+
+    tok = AutoTokenizer.from_pretrained(tiny_qwen2_r1_dir)
+    if variant == "think":
+        tok.chat_template = current_r1_template(tok.chat_template)
+    rows = [{"prompt": [{"role": "user", "content": p["prompt"]}],
+             "chosen": [{"role": "assistant", "content": "<think>\nrisk of ruin\n</think>\n\n" + p["chosen"]}],
+             "rejected": [{"role": "assistant", "content": p["rejected"]}]} for p in PAIRS[:2]]
+    args = DPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to=[], max_length=512)
+    trainer = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_qwen2_r1_dir), args=args,
+                         train_dataset=Dataset.from_list(as_trained(tok, rows)), processing_class=tok)
+    for row, ex in zip(rows, trainer.train_dataset):
+        sft = tokenize_example(tok, detect(tok.chat_template), row["prompt"] + row["chosen"])
+        assert ex["prompt_ids"] + ex["chosen_ids"] == sft["input_ids"]
+        assert ex["prompt_ids"].count(tok.bos_token_id) == 1
+        written = tok.decode(ex["chosen_ids"])
+        assert "risk of ruin\n</think>\n\n" in written and written.endswith(tok.eos_token)
+        assert "</think>\n\n" in tok.decode(ex["rejected_ids"])  # an answer without reasoning: empty block

@@ -44,6 +44,35 @@ def run_stage(cfg: PipelineConfig) -> Path:
     return run(cfg, sft, Path(cfg.train.lora_output_dir), model_path, pick_precision(cfg, on_cuda), on_cuda)
 
 
+def as_trained(tokenizer, pairs: list[dict]) -> list[dict]:
+    """Pairs in the text SFT trained, where the chat template cannot render a reply as the
+    model writes it (DeepSeek-R1: templates._render_deepseek_r1). Given conversational
+    pairs, TRL renders prompt + reply with the template and takes the completion where
+    the token lists diverge (trl 1.14.2 dpo_trainer.py `tokenize_fn`); R1's template
+    drops the reasoning block, so chosen and rejected would be trained without the
+    `<think>` block SFT taught, and with the current template without the `<think>\n`
+    its generation prompt opens. Given text, TRL tokenizes it with the tokenizer's own
+    special tokens (trl/data_utils.py `_tokenize`: processing_class(text=...)) and adds
+    EOS only where a reply lacks it: the BOS the tokenizer adds itself is taken off the
+    prompt here, so the sequence has one, as in SFT. Other families render replies as
+    trained and stay conversational."""
+    from fintune.templates import detect
+
+    family = detect(tokenizer.chat_template)
+    if family.render is None:
+        return pairs
+    bos = tokenizer.bos_token_id
+    adds_bos = bos is not None and tokenizer("x")["input_ids"][:1] == [bos]
+    out = []
+    for pair in pairs:
+        prompt, chosen = family.split(tokenizer, pair["prompt"], pair["chosen"][-1])
+        _, rejected = family.split(tokenizer, pair["prompt"], pair["rejected"][-1])
+        if adds_bos:
+            prompt = prompt.removeprefix(tokenizer.bos_token)
+        out.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
+    return out
+
+
 def load(cfg: PipelineConfig, sft_dir: Path, model_path: str, precision: str, on_cuda: bool):
     """(trainable model from the SFT adapter, the SFT adapter's tokenizer, backend), through
     SFT's backend, after the plan's check on CUDA."""
@@ -73,6 +102,7 @@ def run(cfg: PipelineConfig, sft_dir: Path, out: Path, model_path: str, precisio
     pairs = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in read_jsonl(path)]
     t = cfg.train
     model, tokenizer, backend = load(cfg, sft_dir, model_path, precision, on_cuda)
+    pairs = as_trained(tokenizer, pairs)
     # TRL after the load: Unsloth, where it is the backend, must be imported first
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
