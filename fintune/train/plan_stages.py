@@ -190,6 +190,11 @@ def _cpu_train(cfg, line: Line, params: int, m: Machine) -> Line:
     mem = plan.memory(cpu, "peft")
     mem["weights"] = params * 4
     mem["activations"] *= 2
+    # one CPU process takes the loss on label positions, CHUNK rows of logits at a time
+    # (train/loss.py), never the whole batch's
+    from fintune.train.loss import CHUNK
+
+    mem["logits"] = 4 * CHUNK * Shapes.of(model_config(cfg.model.base_model)).V * 4
     line.gpu, line.ram = 0.0, sum(mem.values()) + 2 * GiB
     line.action = "runs (peft on the CPU)"
     if line.ram > RAM_MARGIN * m.ram:
