@@ -20,7 +20,7 @@ PROFILE_DIR = Path(__file__).resolve().parent / "configs"
 CPU_PROFILE = PROFILE_DIR / "cpu-smollm2.yaml"
 GPU_PROFILE = PROFILE_DIR / "r1-distill-qwen-14b-24gb.yaml"
 # --skip_* flag -> the stage it skips (fintune.pipeline.STAGES; not imported here to keep --help light)
-SKIP_FLAGS = {"skip_dataset_prep": "data", "skip_training": "train", "skip_merge": "merge",
+SKIP_FLAGS = {"skip_dataset_prep": "data", "skip_training": "train", "skip_grpo": "grpo", "skip_merge": "merge",
               "skip_quantization": "export", "skip_eval": "eval"}
 
 
@@ -124,6 +124,7 @@ RUN_EXAMPLES = [
     "%(prog)s --config r1-distill-qwen-7b-h100 --max_steps 500",
     "%(prog)s --quick                                  # every stage on a slice, to check a setup",
     "%(prog)s --skip_dataset_prep --skip_training      # merge, export and eval again",
+    "%(prog)s --grpo                                   # GRPO on the scorer's rewards after SFT",
 ]
 
 
@@ -207,7 +208,9 @@ def finish(cfg, manifest: Path, listing) -> None:
 
         lc = LlamaCpp(Path(cfg.export.llama_cpp_path))
         model_dir = Path(cfg.export.merged_model_dir)
-        tok_dir = model_dir if model_dir.is_dir() else Path(cfg.train.lora_output_dir)
+        from fintune.train import final_adapter_dir
+
+        tok_dir = model_dir if model_dir.is_dir() else final_adapter_dir(cfg)
         text = lc.generate(q4, for_llama_cpp(smoke_prompt(cfg, tok_dir), q4), cfg.export.smoke_tokens * 4)
         log.info("llama.cpp %s says:\n  Q: %s\n  A: %s", q4.name, cfg.export.smoke_prompt,
                  text.replace("\n", "\n     "))
@@ -226,7 +229,7 @@ def _human(n: int) -> str:
 
 
 def train_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    p = _described(p, "train.py", "Prepare data (if needed) and train the LoRA adapter.", [
+    p = _described(p, "train.py", "Prepare data (if needed) and train the LoRA adapter (then GRPO with --grpo).", [
         "%(prog)s --model_name HuggingFaceTB/SmolLM2-135M-Instruct --dataset_folder datasets/ "
         "--output_dir outputs/financial_lora",
         "%(prog)s --resume_from_checkpoint latest     # after Ctrl-C, SIGTERM or a crash",
@@ -257,7 +260,7 @@ def train_command(args: argparse.Namespace) -> int:
         cfg = load_config(args, extra)
         if args.dry_run:
             return dry_run(cfg)
-        stages = ["data", "train"]
+        stages = ["data", "train", "grpo"]
         if world_size() > 1:
             # several processes must not all write the data: it has to exist already
             from fintune.manifest import Manifest

@@ -18,7 +18,7 @@ def _eval(argv: list[str]) -> int:
 
 # name: (its line in `fintune --help`, fills its parser, runs it); eval keeps its own parser
 COMMANDS = {
-    "run": ("the whole pipeline: data, train, merge, export, eval (= train_financial_model.py)",
+    "run": ("the whole pipeline: data, train, grpo (with --grpo), merge, export, eval (= train_financial_model.py)",
             cli.pipeline_parser, cli.run_command),
     "plan": ("memory, disk and stages a run would need; runs nothing (= run --dry_run)",
              cli.plan_parser, cli.plan_command),

@@ -179,6 +179,20 @@ class TrainConfig:
     # longest chosen or rejected row DPO trains on (0: model.max_seq_length); DPO runs
     # both through the model at once and holds their logits, so it may need less
     dpo_max_seq_length: int = 0
+    # GRPO after SFT (and DPO) on the training split's checkable questions, rewarded by
+    # the eval's scorer (fintune/train/rewards.py); TRL's GRPOConfig names without the
+    # grpo_ prefix (fintune/train/grpo.py grpo_args)
+    grpo: bool = False
+    grpo_num_generations: int = 4        # replies sampled per prompt (the group)
+    grpo_prompts_per_step: int = 1       # prompts (groups) per optimizer step
+    grpo_max_completion_length: int = 192
+    grpo_beta: float = 0.0               # KL to the reference; 0: no reference pass (TRL's default)
+    grpo_learning_rate: float = 5e-6
+    grpo_max_steps: int = 20
+    grpo_temperature: float = 1.0
+    # reward -grpo_length_penalty x (reply tokens / grpo_max_completion_length); 0 = off
+    grpo_length_penalty: float = 0.0
+    grpo_save_steps: int = 10
     resume_from_checkpoint: Optional[str] = None
 
     def __post_init__(self):
@@ -203,6 +217,15 @@ class TrainConfig:
         _check(self.dpo_max_steps == -1 or self.dpo_max_steps > 0, "train.dpo_max_steps must be -1 or > 0")
         _check(self.dpo_max_seq_length == 0 or self.dpo_max_seq_length >= 32,
                "train.dpo_max_seq_length must be 0 (model.max_seq_length) or >= 32")
+        _check(self.grpo_num_generations >= 2, "train.grpo_num_generations must be >= 2 (GRPO compares "
+               "replies within a group)")
+        _check(self.grpo_prompts_per_step >= 1 and self.grpo_max_steps > 0 and self.grpo_save_steps > 0,
+               "train.grpo_prompts_per_step, grpo_max_steps and grpo_save_steps must be > 0")
+        _check(self.grpo_max_completion_length >= 16, "train.grpo_max_completion_length must be >= 16")
+        _check(self.grpo_beta >= 0 and self.grpo_length_penalty >= 0, "train.grpo_beta and grpo_length_penalty "
+               "must be >= 0 (0 = off)")
+        _check(self.grpo_learning_rate > 0 and self.grpo_temperature > 0,
+               "train.grpo_learning_rate and grpo_temperature must be > 0")
         _check(self.val_fraction == 0 or self.save_steps % self.eval_steps == 0,
                f"train.save_steps ({self.save_steps}) must be a multiple of train.eval_steps ({self.eval_steps}) "
                "so the best checkpoint by eval loss is on disk to restore")

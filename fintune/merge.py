@@ -33,7 +33,9 @@ VERIFY_QUESTIONS = ["What is the Sharpe ratio of a fund returning 12% with 15% v
 
 
 def run(cfg: PipelineConfig) -> Path:
-    adapter_dir = Path(cfg.train.lora_output_dir)
+    from fintune.train import final_adapter_dir
+
+    adapter_dir = final_adapter_dir(cfg)
     record = read_adapter_record(adapter_dir)
     base_path = record["base_model_path"]
     mode = plan_mode(cfg, base_path)

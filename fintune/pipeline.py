@@ -40,6 +40,9 @@ class Stage:
     # loads a model: each step runs in a fresh Python process (see fintune.worker)
     own_process: bool = False
     steps: Callable[[PipelineConfig], list[str]] | None = None  # default: [entry]
+    # an opt-in stage: off, it does not run, and a stage after it takes its input `passes_on`
+    off: Callable[[PipelineConfig], bool] | None = None
+    passes_on: str = ""
 
     def run(self, cfg: PipelineConfig):
         module, func = self.entry.split(":")
@@ -65,6 +68,10 @@ def _data_settings(cfg: PipelineConfig) -> dict:
     return settings
 
 
+def _grpo_settings(cfg: PipelineConfig) -> dict:
+    return {k: v for k, v in cfg.section_dict("train").items() if k.startswith("grpo")}
+
+
 def _export_settings(cfg: PipelineConfig) -> dict:
     from fintune.export.llama_cpp import LlamaCpp
 
@@ -79,19 +86,28 @@ STAGES = [
     Stage("data", "skip_dataset_prep", "fintune.data:run", _data_settings),
     Stage("train", "skip_training", "fintune.train:run", _train_settings, after=("data",), own_process=True,
           steps=lambda c: importlib.import_module("fintune.train").steps(c)),
+    # GRPO from the training's adapter (--grpo); off, merge and eval take the training's
+    Stage("grpo", "skip_grpo", "fintune.train.grpo:run_stage", _grpo_settings, after=("data", "train"),
+          own_process=True, off=lambda c: not c.train.grpo, passes_on="train"),
     Stage("merge", "skip_merge", "fintune.merge:run",
           lambda c: {"merged_model_dir": c.export.merged_model_dir, "merge_mode": c.export.merge_mode},
-          after=("train",), own_process=True),
+          after=("grpo",), own_process=True),
     Stage("export", "skip_quantization", "fintune.export:run", _export_settings, after=("merge",)),
     Stage("eval", "skip_eval", "fintune.eval:run", lambda c: c.section_dict("eval"),
-          after=("data", "train", "export"), own_process=True),
+          after=("data", "grpo", "export"), own_process=True),
 ]
 STAGE_NAMES = [s.name for s in STAGES]
 
 
+def inputs(stage: Stage, cfg: PipelineConfig) -> list[str]:
+    """The stages whose artifacts `stage` reads: an opt-in stage that is off stands aside."""
+    by_name = {s.name: s for s in STAGES}
+    return [by_name[d].passes_on if by_name[d].off and by_name[d].off(cfg) else d for d in stage.after]
+
+
 def fingerprint(stage: Stage, cfg: PipelineConfig, manifest: Manifest) -> str:
     upstream = {}
-    for dep in stage.after:
+    for dep in inputs(stage, cfg):
         rec = manifest.stage(dep) or {}
         upstream[dep] = [f["sha256"] for a in rec.get("artifacts", []) for f in a["files"]]
     return config_fingerprint({"settings": stage.settings(cfg), "inputs": upstream})
@@ -105,6 +121,9 @@ def run_pipeline(cfg: PipelineConfig, manifest_path: Path, skip: set[str] = froz
     produced: dict[str, list[str]] = {}
     for stage in STAGES:
         if only is not None and stage.name not in only:
+            continue
+        if stage.off and stage.off(cfg):
+            log.info("stage %-6s off (its flag, --%s, is not set)", stage.name, stage.name)
             continue
         if stage.skip_flag in skip:
             rec = manifest.verify_complete(stage.name)

@@ -16,7 +16,7 @@ OUTPUT_PATHS = ("data_dir", "lora_output_dir", "checkpoint_dir", "merged_model_d
                 "gguf_q4_path", "gguf_q8_path", "modelfile_path", "eval_dir")
 SLICE = {"num_generated": 120, "max_steps": 4, "save_steps": 2, "eval_steps": 2, "logging_steps": 1,
          "eval_limit": 4, "external_eval_limit": 4, "eval_max_new_tokens": 48, "hub_limit": 50,
-         "market_samples": 20}
+         "market_samples": 20, "grpo_max_steps": 2, "grpo_max_completion_length": 48}
 
 
 def quick_root(manifest: Path) -> Path:

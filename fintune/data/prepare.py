@@ -61,8 +61,10 @@ def quant_draws(d) -> tuple[list, list, list]:
 def problem_to_chat(p: quant.Problem, idx: int, source: str = "generator:quant",
                     instruction: str = "final_answer") -> dict:
     """A generated problem as a chat row, asked with `instruction` (data.instruction)
-    and answered the way it asks (fintune/prompts.py restate_answer)."""
+    and answered the way it asks (fintune/prompts.py restate_answer). `answer_numeric`, the
+    generator's exact answer, is GRPO's gold (fintune/train/grpo.py); SFT reads `messages` only."""
     return {"id": f"{source.split(':')[1]}-{p.family}-{idx}", "source": f"{source}/{p.family}",
+            "answer_numeric": float(p.answer),
             "messages": [{"role": "user", "content": user_prompt(p.question, instruction=instruction)},
                          {"role": "assistant", "content": restate_answer(p.solution(), instruction)}]}
 

@@ -21,6 +21,7 @@ from fintune.eval.report import markdown, stratified, write_report
 from fintune.eval.runner import GGUFRunner, HFRunner
 from fintune.eval.sampling import Preset, describe
 from fintune.export.llama_cpp import PPL_CHUNKS
+from fintune.train import final_adapter_dir
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def convert_base_beside(cfg: PipelineConfig):
     if "base" not in cfg.eval.eval_models or cuda_available():
         return None
     try:
-        base = read_adapter_record(cfg.train.lora_output_dir)["base_model_path"]
+        base = read_adapter_record(final_adapter_dir(cfg))["base_model_path"]
     except (FintuneError, KeyError, ValueError):
         return None  # the eval stage reports it, if it runs
     if base_gguf_path(base).is_file():
@@ -84,7 +85,7 @@ def runners(cfg: PipelineConfig, base_path: str):
 
     from fintune.models import cache_dir
 
-    adapter, lcp = cfg.train.lora_output_dir, cfg.export.llama_cpp_path
+    adapter, lcp = str(final_adapter_dir(cfg)), cfg.export.llama_cpp_path
     sampling = Preset(cfg.eval.eval_sampling)
     replies = cache_dir() / "eval-replies" if cfg.eval.eval_cache else None
     fits = planned(cfg)
@@ -208,7 +209,7 @@ def run(cfg: PipelineConfig) -> Path:
 
     from fintune.train.trainer import read_adapter_record
 
-    base = read_adapter_record(cfg.train.lora_output_dir)["base_model_path"]
+    base = read_adapter_record(final_adapter_dir(cfg))["base_model_path"]
     sets = eval_sets(cfg)
     models = list(runners(cfg, base))
     at_once, threads = concurrency(cfg, sum(gguf for *_, gguf in models))

@@ -71,20 +71,21 @@ def lora_layers(cfg: PipelineConfig, model) -> list[int] | None:
     return None if k == n else list(range(n - k, n))
 
 
-def load_unsloth_adapter(cfg: PipelineConfig, adapter_dir: str):
+def load_unsloth_adapter(cfg: PipelineConfig, adapter_dir: str, **extra):
     """A saved LoRA adapter to train on (DPO after SFT) through Unsloth, and the
     adapter's own tokenizer. Given an adapter folder, FastLanguageModel.from_pretrained
     loads the base its adapter_config names (in 4-bit where asked, from Unsloth's
     4-bit copy) and then PeftModel.from_pretrained(..., is_trainable=True)
     (unsloth 2026.10.9, models/loader.py, FastLanguageModel.from_pretrained,
     the `if is_peft:` branches). The tokenizer it returns comes from the base's
-    repository, so the adapter's (its chat template) is read from the folder."""
+    repository, so the adapter's (its chat template) is read from the folder.
+    `extra`: further from_pretrained arguments (GRPO's fast_inference, max_lora_rank)."""
     from unsloth import FastLanguageModel  # noqa: I001 - must precede transformers/peft/trl
     from transformers import AutoTokenizer
 
     model, _ = FastLanguageModel.from_pretrained(
         model_name=str(adapter_dir), max_seq_length=cfg.model.max_seq_length,
-        dtype=None, load_in_4bit=cfg.model.load_in_4bit)
+        dtype=None, load_in_4bit=cfg.model.load_in_4bit, **extra)
     return model, AutoTokenizer.from_pretrained(adapter_dir)
 
 

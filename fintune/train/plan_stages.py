@@ -416,6 +416,10 @@ def stages(cfg, backend: str, m: Machine) -> list[Line]:
     lines = [train_line(cfg, backend, m)]
     if cfg.train.dpo:
         lines.append(dpo_line(cfg, backend, m))
+    if cfg.train.grpo:
+        from fintune.train.plan_grpo import grpo_line
+
+        lines.append(grpo_line(cfg, backend, m))
     return lines + [merge_line(cfg, m), export_line(cfg, m)] + eval_lines(cfg, m)
 
 
