@@ -13,7 +13,7 @@ from fintune import cli
 def _eval(argv: list[str]) -> int:
     from fintune.eval.cli import main
 
-    return main(argv)
+    return main(argv, prog="fintune eval")
 
 
 # name: (its line in `fintune --help`, fills its parser, runs it); eval keeps its own parser

@@ -47,11 +47,12 @@ def test_every_subcommand_help_exits_0(name, capsys):
         main([name, "--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    if name == "eval":  # fintune/eval/cli.py's own parser
-        assert "--eval_file" in out and "--gguf" in out
-    else:
-        assert out.startswith(f"usage: fintune {name} ") and "\nexamples:\n" in out
-        assert f"\n  fintune {name}" in out.split("\nexamples:")[1]  # %(prog)s, as the user invoked it
+    assert out.startswith(f"usage: fintune {name} ") and "\nexamples:\n" in out
+    assert f"\n  fintune {name}" in out.split("\nexamples:")[1]  # %(prog)s, as the user invoked it
+    if name == "eval":  # fintune/eval/cli.py's own parser, grouped like the others
+        for group in ("eval sets:", "model (one of --model, --gguf):", "prompts and generation:", "output:"):
+            assert f"\n{group}\n" in out
+        assert "--eval_file" in out.split("eval sets:")[1].split("model (")[0]
 
 
 def test_top_help_lists_a_command_per_stage(capsys):

@@ -15,42 +15,56 @@ from pathlib import Path
 log = logging.getLogger("fintune")
 
 
-def parse(argv) -> argparse.Namespace:
+EXAMPLES = """examples:
+  {prog} --eval_file ../shared/eval/finlora_formula_test.jsonl \\
+      --gguf outputs/financial_model_q4_k_m.gguf --no_context --limit 50 --output outputs/eval_q4
+  {prog} --eval_file outputs/data/heldout.jsonl --model outputs/merged_financial_fp16 \\
+      --instruction boxed --max_new_tokens 2048 --output outputs/eval_merged     # an R1 profile's model
+  {prog} --rescore outputs/eval                                      # the current scoring rules
+"""
+
+
+def parse(argv, prog: str = "python -m fintune.eval") -> argparse.Namespace:
     from fintune.eval.sampling import PRESETS
     from fintune.prompts import INSTRUCTIONS
 
-    p = argparse.ArgumentParser(prog="python -m fintune.eval", description=__doc__.split("\n\n")[0],
-                                allow_abbrev=False)
-    p.add_argument("--eval_file", action="append", help="JSONL eval set; repeatable")
-    p.add_argument("--rescore", metavar="DIR",
-                   help="recompute DIR's report from its predictions.jsonl with the current scoring rules "
-                        "(nothing is generated; --eval_file only for reports that do not record their files)")
-    which = p.add_mutually_exclusive_group()
-    which.add_argument("--model", help="Hugging Face checkpoint directory or hub name")
-    which.add_argument("--gguf", help="GGUF file, run through llama.cpp")
-    p.add_argument("--adapter", help="LoRA adapter directory (with --model)")
-    p.add_argument("--tokenizer", help="tokenizer directory for --gguf (default: the GGUF's own chat template)")
-    p.add_argument("--name", help="model name in the report")
-    ctx = p.add_mutually_exclusive_group()
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0], allow_abbrev=False,
+                                epilog=EXAMPLES.format(prog=prog),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sets = p.add_argument_group("eval sets")
+    sets.add_argument("--eval_file", action="append", help="JSONL eval set; repeatable")
+    sets.add_argument("--limit", type=int, help="N items of each file, round-robin over its families")
+    ctx = sets.add_mutually_exclusive_group()
     ctx.add_argument("--with_context", dest="with_context", action="store_true", default=None,
                      help="include each item's context (default)")
     ctx.add_argument("--no_context", dest="with_context", action="store_false")
-    p.add_argument("--both_context_modes", action="store_true",
-                   help="run each file with and without its context")
-    p.add_argument("--limit", type=int, help="N items of each file, round-robin over its families")
-    p.add_argument("--output", help="report directory (with --rescore: default DIR itself)")
-    p.add_argument("--max_new_tokens", type=int, default=320)
-    p.add_argument("--batch_size", type=int, default=16, help="HF runner batch size")
-    p.add_argument("--sampling", choices=PRESETS.names(), default="greedy",
-                   help="greedy (reproducible, CI); r1: DeepSeek's R1 settings (temperature 0.6, top_p 0.95); "
-                        "ollama (GGUF only): Ollama's defaults under the shipped Modelfile's parameters")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--instruction", choices=INSTRUCTIONS.names(), default="final_answer",
-                   help="the answer instruction of each prompt: the model's profile's data.instruction "
-                        "(R1 profiles: boxed), the one it was trained with")
-    p.add_argument("--parallel", type=int, default=4,
-                   help="GGUF: llama-server slots decoding together; 1 = one llama-completion per prompt")
-    p.add_argument("--llama_cpp_path", default="llama.cpp")
+    sets.add_argument("--both_context_modes", action="store_true",
+                      help="run each file with and without its context")
+    model = p.add_argument_group("model (one of --model, --gguf)")
+    which = model.add_mutually_exclusive_group()
+    which.add_argument("--model", help="Hugging Face checkpoint directory or hub name")
+    which.add_argument("--gguf", help="GGUF file, run through llama.cpp")
+    model.add_argument("--adapter", help="LoRA adapter directory (with --model)")
+    model.add_argument("--tokenizer", help="tokenizer directory for --gguf (default: the GGUF's own chat template)")
+    model.add_argument("--name", help="model name in the report")
+    model.add_argument("--llama_cpp_path", default="llama.cpp")
+    gen = p.add_argument_group("prompts and generation")
+    gen.add_argument("--instruction", choices=INSTRUCTIONS.names(), default="final_answer",
+                     help="the answer instruction of each prompt: the model's profile's data.instruction "
+                          "(R1 profiles: boxed), the one it was trained with")
+    gen.add_argument("--max_new_tokens", type=int, default=320)
+    gen.add_argument("--sampling", choices=PRESETS.names(), default="greedy",
+                     help="greedy (reproducible, CI); r1: DeepSeek's R1 settings (temperature 0.6, top_p 0.95); "
+                          "ollama (GGUF only): Ollama's defaults under the shipped Modelfile's parameters")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--batch_size", type=int, default=16, help="HF runner batch size")
+    gen.add_argument("--parallel", type=int, default=4,
+                     help="GGUF: llama-server slots decoding together; 1 = one llama-completion per prompt")
+    out = p.add_argument_group("output")
+    out.add_argument("--output", help="report directory (with --rescore: default DIR itself)")
+    out.add_argument("--rescore", metavar="DIR",
+                     help="recompute DIR's report from its predictions.jsonl with the current scoring rules "
+                          "(nothing is generated; --eval_file only for reports that do not record their files)")
     args = p.parse_args(argv)
     if not args.rescore:
         for needed, ok in (("--eval_file", args.eval_file), ("--model or --gguf", args.model or args.gguf),
@@ -78,13 +92,13 @@ def make_runner(args):
     return HFRunner(args.model, args.adapter, name=args.name, sampling=sampling)
 
 
-def main(argv=None) -> int:
+def main(argv=None, prog: str = "python -m fintune.eval") -> int:
     from fintune.errors import FintuneError
     from fintune.eval.evaluate import evaluate, load_eval_file, set_name
     from fintune.eval.report import markdown, write_report
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    args = parse(argv)
+    args = parse(argv, prog)
     if args.rescore:
         return rescore_main(args)
     try:
