@@ -15,16 +15,13 @@ The tokenizer, with its chat template, is the SFT adapter's.
 """
 from __future__ import annotations
 
-import json
 import logging
-import shutil
 import time
 from pathlib import Path
 
 from fintune.config import PipelineConfig
-from fintune.data.jsonl import read_jsonl, write_jsonl
+from fintune.data.jsonl import read_jsonl
 from fintune.errors import MissingError
-from fintune.manifest import atomic_path, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +105,7 @@ def run(cfg: PipelineConfig, sft_dir: Path, out: Path, model_path: str, precisio
     from trl import DPOConfig, DPOTrainer
 
     from fintune.train.plan_stages import dpo_seq
-    from fintune.train.trainer import ADAPTER_RECORD, plot_loss, resolve_optim
+    from fintune.train.trainer import resolve_optim, save_on_top
 
     args = DPOConfig(
         output_dir=str(Path(t.checkpoint_dir) / "dpo"), beta=t.dpo_beta, learning_rate=t.dpo_learning_rate,
@@ -122,20 +119,10 @@ def run(cfg: PipelineConfig, sft_dir: Path, out: Path, model_path: str, precisio
     trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(pairs), processing_class=tokenizer)
     start = time.time()
     result = trainer.train()
-    record = json.loads((sft_dir / ADAPTER_RECORD).read_text())
-    with atomic_path(out) as tmp:
-        # only the trained adapter; TRL's frozen "ref" copy is not part of the result
-        trainer.model.save_pretrained(tmp, selected_adapters=["default"])
-        tokenizer.save_pretrained(tmp)
-        for name in ("train_log.jsonl", "loss.png"):
-            if (sft_dir / name).is_file():
-                shutil.copy2(sft_dir / name, tmp / f"sft_{name}")
-        write_jsonl(tmp / "train_log.jsonl", trainer.state.log_history)
-        plot_loss(trainer.state.log_history, tmp / "loss.png")
-        write_json_atomic(tmp / ADAPTER_RECORD, {**record, "dpo": {
-            "sft_adapter": str(sft_dir), "pairs": len(pairs), "beta": t.dpo_beta, "backend": backend,
-            "global_step": trainer.state.global_step, "train_loss": getattr(result, "training_loss", None),
-            "seconds": round(time.time() - start, 1)}})
+    save_on_top(trainer, tokenizer, sft_dir, out, "sft", "dpo", {
+        "sft_adapter": str(sft_dir), "pairs": len(pairs), "beta": t.dpo_beta, "backend": backend,
+        "global_step": trainer.state.global_step, "train_loss": getattr(result, "training_loss", None),
+        "seconds": round(time.time() - start, 1)})
     log.info("dpo: %d pairs, %d steps, loss %s -> %s", len(pairs), trainer.state.global_step,
              getattr(result, "training_loss", "?"), out)
     return out

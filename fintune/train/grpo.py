@@ -30,21 +30,18 @@ TRL's own generation (model.generate).
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
-import shutil
 import time
 from collections import Counter
 from pathlib import Path
 
 from fintune.config import PipelineConfig
-from fintune.data.jsonl import read_jsonl, write_jsonl
+from fintune.data.jsonl import read_jsonl
 from fintune.data.prepare import first_user_text, text_hash
 from fintune.errors import MissingError, UsageError
 from fintune.eval.extract import extract
-from fintune.manifest import atomic_path, write_json_atomic
 from fintune.train.plan_grpo import use_vllm
 
 log = logging.getLogger(__name__)
@@ -235,33 +232,23 @@ def run(cfg: PipelineConfig, source: Path, out: Path, model_path: str, precision
 
 def save(cfg, trainer, tokenizer, source: Path, out: Path, counts: Counter, backend: str, seconds: float,
          result, generation_seconds: float | None, first_step: int = 0) -> Path:
-    from fintune.train.trainer import ADAPTER_RECORD, plot_loss
+    from fintune.train.trainer import save_on_top
 
     t, history = cfg.train, trainer.state.log_history
-    record = json.loads((source / ADAPTER_RECORD).read_text())
     steps = [h for h in history if "completions/mean_length" in h]
     # this run's steps: a resumed run's history starts with the checkpoint's
     session = [h for h in steps if h["step"] > first_step]
     tokens = round(sum(h["completions/mean_length"] for h in session) * t.grpo_num_generations
                    * t.grpo_prompts_per_step)
-    with atomic_path(out) as tmp:
-        # only the trained adapter; TRL's frozen "ref" copy (beta > 0) is not part of the result
-        trainer.model.save_pretrained(tmp, selected_adapters=["default"])
-        tokenizer.save_pretrained(tmp)
-        for name in ("train_log.jsonl", "loss.png"):
-            if (source / name).is_file():
-                shutil.copy2(source / name, tmp / f"before_grpo_{name}")
-        write_jsonl(tmp / "train_log.jsonl", history)
-        plot_loss(history, tmp / "loss.png")
-        write_json_atomic(tmp / ADAPTER_RECORD, {**record, "grpo": {
-            "source_adapter": str(source), "backend": backend, "use_vllm": trainer.args.use_vllm,
-            "prompts": sum(v for k, v in counts.items() if k.startswith("kept:")), "counts": dict(counts),
-            **{k: getattr(t, k) for k in vars(t) if k.startswith("grpo_")},
-            "global_step": trainer.state.global_step, "train_loss": getattr(result, "training_loss", None),
-            "seconds": round(seconds, 1), "steps_this_run": len(session), "completion_tokens_this_run": tokens,
-            "generation_seconds": round(generation_seconds, 1) if generation_seconds is not None else None,
-            "generation_tokens_per_second": round(tokens / generation_seconds, 1) if generation_seconds else None,
-            "reward_first_last": [steps[0].get("reward"), steps[-1].get("reward")] if steps else None}})
+    save_on_top(trainer, tokenizer, source, out, "before_grpo", "grpo", {
+        "source_adapter": str(source), "backend": backend, "use_vllm": trainer.args.use_vllm,
+        "prompts": sum(v for k, v in counts.items() if k.startswith("kept:")), "counts": dict(counts),
+        **{k: getattr(t, k) for k in vars(t) if k.startswith("grpo_")},
+        "global_step": trainer.state.global_step, "train_loss": getattr(result, "training_loss", None),
+        "seconds": round(seconds, 1), "steps_this_run": len(session), "completion_tokens_this_run": tokens,
+        "generation_seconds": round(generation_seconds, 1) if generation_seconds is not None else None,
+        "generation_tokens_per_second": round(tokens / generation_seconds, 1) if generation_seconds else None,
+        "reward_first_last": [steps[0].get("reward"), steps[-1].get("reward")] if steps else None})
     log.info("grpo: %d steps in %.0fs, mean reward %s at the first step, %s at the last -> %s",
              trainer.state.global_step, seconds, steps[0].get("reward") if steps else "?",
              steps[-1].get("reward") if steps else "?", out)

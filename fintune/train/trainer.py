@@ -11,6 +11,7 @@ import logging
 import os
 import random
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -279,6 +280,25 @@ def save_adapter(cfg, trainer, tokenizer, model_path, choice, family_name, stats
     if trainer.state.best_model_checkpoint:
         log.info("train: best checkpoint by eval loss %.4f: %s (restored)", trainer.state.best_metric,
                  trainer.state.best_model_checkpoint)
+    return out
+
+
+def save_on_top(trainer, tokenizer, source: Path, out: Path, before: str, key: str, details: dict) -> Path:
+    """Save an adapter trained on top of `source` (DPO, GRPO): the trained adapter only
+    (TRL's frozen "ref" copy, where it made one, is not part of the result), its tokenizer,
+    `source`'s logs kept as `{before}_*`, this step's log and plot, and `source`'s record
+    with this step's `details` under `key`."""
+    history = trainer.state.log_history
+    record = json.loads((source / ADAPTER_RECORD).read_text())
+    with atomic_path(out) as tmp:
+        trainer.model.save_pretrained(tmp, selected_adapters=["default"])
+        tokenizer.save_pretrained(tmp)
+        for name in ("train_log.jsonl", "loss.png"):
+            if (source / name).is_file():
+                shutil.copy2(source / name, tmp / f"{before}_{name}")
+        write_jsonl(tmp / "train_log.jsonl", history)
+        plot_loss(history, tmp / "loss.png")
+        write_json_atomic(tmp / ADAPTER_RECORD, {**record, key: details})
     return out
 
 
