@@ -61,12 +61,17 @@ def test_14b_on_a_24_gb_card_with_64_gb_ram(monkeypatch):
     assert "train" in text and "merge" in text and "export" in text and "decode assumed memory-bandwidth bound" in text
 
 
-def test_14b_default_eval_models_would_not_fit_and_are_left_out(monkeypatch):
+def test_14b_default_eval_models_would_not_fit_and_are_left_out(monkeypatch, tmp_path):
     """The defaults (base, adapter, merged, F16, ...) on the 24 GB card: HF models in
     4-bit, the F16 GGUF (29.5 GB) left out with the reason and the fix."""
     machine(monkeypatch, 24, 64)
     cfg = profile(P14, eval_models="base,adapter,merged,F16,Q8_0,Q4_K_M")
     lines, text = by_stage(cfg)
+    # a GGUF at the export path from another model (the default job's SmolLM2, 258 MB) is not this one
+    stale = tmp_path / "financial_model_fp16.gguf"
+    stale.write_bytes(b"GGUF" + bytes(1024))
+    with_stale, _ = by_stage(profile(P14, eval_models="F16", gguf_f16_path=str(stale)))
+    assert with_stale["eval F16"] == lines["eval F16"]
     f16 = lines["eval F16"]
     assert not f16.ok and f16.action == "left out" and "drop it from eval_models" in f16.why
     assert all(lines[f"eval {n}"].action == "4-bit" for n in ("base", "adapter", "merged"))

@@ -125,10 +125,9 @@ def kv_bytes_per_token(s: Shapes, dtype_bytes: int = 2) -> int:
 
 
 def gguf_bytes(cfg, qtype: str) -> float:
-    """The size of an exported GGUF: its file where it exists, else by bits per weight."""
-    p = cfg.export.gguf_path(qtype)
-    if p.is_file():
-        return p.stat().st_size
+    """The size of an exported GGUF, by bits per weight of this model. Not the file at the
+    export path: that may be another model's, left by an earlier run (the default job's
+    SmolLM2 GGUFs made the 14B F16 plan 5.9 GB and kept it in the eval)."""
     return sum(params(cfg)) * GGUF_BITS.get(qtype.upper(), UNKNOWN_GGUF_BITS) / 8
 
 
