@@ -22,7 +22,8 @@ import importlib.util
 
 from fintune.train import plan
 from fintune.train.plan import GiB, Shapes, model_config
-from fintune.train.plan_stages import EVAL_PROMPT_TOKENS, Line, Machine, _check_gpu, _cpu_train, kv_bytes_per_token
+from fintune.train.plan_stages import (EVAL_PROMPT_TOKENS, Line, Machine, _check_gpu, _cpu_train, kv_bytes_per_token,
+                                       require)
 
 
 VLLM_NOTE = ("vLLM is installed: Unsloth's fast_inference also holds its own share of the card "
@@ -81,10 +82,7 @@ def grpo_line(cfg, backend: str, m: Machine) -> Line:
 
 
 def require_grpo_fit(cfg, backend: str) -> None:
-    """Stop GRPO before it loads anything when its plan does not fit the free GPU memory."""
-    from fintune.errors import UsageError
-
-    line = grpo_line(cfg, backend, Machine(plan.gpu_free_bytes(), None, 0, 0, False))
-    if not line.ok:
-        raise UsageError(f"not enough GPU memory for GRPO through {backend}: {line.why} (GRPO holds the policy, "
-                         "the KV cache of a group of replies and the backward over them)")
+    """Stop GRPO before it loads anything when its plan does not fit the free GPU memory
+    (GRPO holds the policy, the KV cache of a group of replies and the backward over them)."""
+    require(grpo_line(cfg, backend, Machine(plan.gpu_free_bytes(), None, 0, 0, False)),
+            f"not enough GPU memory for GRPO through {backend}: ")

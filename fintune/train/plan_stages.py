@@ -204,15 +204,19 @@ def _cpu_train(cfg, line: Line, params: int, m: Machine) -> Line:
     return line
 
 
-def require_train_fit_on_cpu(cfg) -> None:
-    """Stop a training without CUDA before it loads a base that cannot fit the RAM."""
+def require(line: Line, what: str = "") -> None:
+    """A stage's check of its own line before it loads anything: stop with the line's reason and fix."""
     from fintune.errors import UsageError
 
+    if not line.ok:
+        raise UsageError(f"{what}{line.why}")
+
+
+def require_train_fit_on_cpu(cfg) -> None:
+    """Stop a training without CUDA before it loads a base that cannot fit the RAM."""
     s = Shapes.of(model_config(cfg.model.base_model))
     linear, other = s.params()
-    line = _cpu_train(cfg, Line("train"), linear + other, Machine(None, None, ram_available_bytes(), 0, False))
-    if not line.ok:
-        raise UsageError(line.why)
+    require(_cpu_train(cfg, Line("train"), linear + other, Machine(None, None, ram_available_bytes(), 0, False)))
 
 
 def dpo_memory(cfg, backend: str, seq: int | None = None) -> float:
@@ -442,11 +446,7 @@ def render(cfg, lines: list[Line], m: Machine, assumptions: bool = True) -> str:
 
 
 def require_dpo_fit(cfg, backend: str) -> None:
-    """Stop DPO before it loads anything when its plan does not fit the free GPU memory."""
-    from fintune.errors import UsageError
-
-    m = Machine(plan.gpu_free_bytes(), None, 0, 0, False)
-    line = dpo_line(cfg, backend, m)
-    if not line.ok:
-        raise UsageError(f"not enough GPU memory for DPO through {backend}: {line.why} (DPO holds the policy, "
-                         "the reference adapter, and chosen + rejected rows with their logits)")
+    """Stop DPO before it loads anything when its plan does not fit the free GPU memory
+    (DPO holds the policy, the reference adapter, and chosen + rejected rows with their logits)."""
+    require(dpo_line(cfg, backend, Machine(plan.gpu_free_bytes(), None, 0, 0, False)),
+            f"not enough GPU memory for DPO through {backend}: ")
