@@ -1,3 +1,0 @@
-from fintune.eval.cli import main
-
-raise SystemExit(main())
