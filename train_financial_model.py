@@ -6,7 +6,7 @@ The same as `fintune run`.
 """
 import sys
 
-from fintune.cli import main
+from fintune.cli import run_main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main())

@@ -43,7 +43,7 @@ def stage(lc, model_dir: Path, out: Path, jobs: int) -> None:
 
 
 def main(argv=None) -> int:
-    from fintune.export.llama_cpp import LlamaCpp
+    from fintune.llama_cpp import LlamaCpp
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model_dir", help="merged HF checkpoint (default: the embedded SmolLM2)")

@@ -7,7 +7,7 @@ training or held-out (families with few parameters repeat questions: 3 of 232
 here), is skipped. A measuring set: never train on it.
 
     python bench/generated_eval_set.py --per_split 116 --output /tmp/gen232.jsonl
-    python -m fintune.eval --eval_file /tmp/gen232.jsonl --gguf outputs/financial_model_fp16.gguf \\
+    python -m fintune eval --eval_file /tmp/gen232.jsonl --gguf outputs/financial_model_fp16.gguf \\
         --tokenizer outputs/financial_lora --limit 232 --parallel 16 --max_new_tokens 400 --output DIR
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 def main(argv=None) -> int:
     from fintune.config import build_config, load_yaml
     from fintune.data import quant
-    from fintune.data.jsonl import write_jsonl
+    from fintune.jsonl import write_jsonl
     from fintune.data.prepare import problem_to_eval, quant_draws
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

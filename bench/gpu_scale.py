@@ -45,7 +45,7 @@ GiB = 2 ** 30
 
 
 def model_shape(size: str) -> dict:
-    from fintune.train.plan import KNOWN
+    from fintune.plan.shapes import KNOWN
 
     return dict(TINY) if size == "tiny" else dict(KNOWN[PLAN_NAMES[size]])
 
@@ -124,7 +124,7 @@ def matmul_peak(device: str) -> float:
 
 
 def flops_per_token(size: str, seq: int) -> float:
-    from fintune.train.plan import Shapes
+    from fintune.plan.shapes import Shapes
 
     s = Shapes.of(model_shape(size))
     linear, other = s.params()
@@ -134,13 +134,13 @@ def flops_per_token(size: str, seq: int) -> float:
 def train_one(size: str, model_dir: Path, work: Path, backend: str, steps: int, peak: float) -> dict | None:
     from fintune.errors import FintuneError, StageProcessError
     from fintune.pipeline import run_in_child
-    from fintune.train import plan
-    from fintune.worker import TRAIN_ENTRY
+    from fintune.plan import training as plan
+    from fintune.train import trainer
 
     cfg = config_for(size, model_dir, work, backend, steps)
     est = plan.memory(cfg, backend)
     try:
-        run_in_child("train", TRAIN_ENTRY, cfg)
+        run_in_child("train", trainer.run, cfg)
     except FintuneError as e:  # unsloth missing, or the plan does not fit this GPU
         why = e.error if isinstance(e, StageProcessError) else str(e)
         print(f"{size:5s} {backend:8s} did not run: {why.strip().splitlines()[-1]}", flush=True)
@@ -183,15 +183,16 @@ class DiskHighWater:
 
 def export_one(cfg, work: Path) -> None:
     """Merge (by_shard) and export through the stages, then the same llama.cpp commands by hand."""
-    from fintune.export.llama_cpp import LlamaCpp
+    from fintune import export, merge
+    from fintune.llama_cpp import LlamaCpp
     from fintune.pipeline import run_in_child
-    from fintune.train import plan
+    from fintune.plan import training as plan
 
     with DiskHighWater(work) as disk:
         t0 = time.time()
-        run_in_child("merge", "fintune.merge:run", cfg)
+        run_in_child("merge", merge.run, cfg)
         t1 = time.time()
-        run_in_child("export", "fintune.export:run", cfg)
+        run_in_child("export", export.run, cfg)
         t2 = time.time()
     rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2 ** 20
     lc, hand = LlamaCpp(Path(cfg.export.llama_cpp_path)), work / "hand"

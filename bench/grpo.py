@@ -33,7 +33,7 @@ MODEL = "F16"
 
 
 def config(args, work: Path):
-    from fintune.cli import CPU_PROFILE
+    from fintune.cli.parsers import CPU_PROFILE
     from fintune.config import build_config, load_yaml
 
     return build_config(load_yaml(CPU_PROFILE), {
@@ -60,7 +60,7 @@ def reward_means(cfg, eval_dir: Path) -> tuple[dict[str, float], float, int]:
     """(each component's mean, the mean summed reward, replies) over the eval's held-out replies."""
     from transformers import AutoTokenizer
 
-    from fintune.data.jsonl import read_jsonl
+    from fintune.jsonl import read_jsonl
     from fintune.eval.report import asked
     from fintune.eval.runner import build_prompt
     from fintune.train.rewards import reward_funcs
@@ -96,9 +96,9 @@ def main() -> int:
         if not need.is_file():
             print(f"{need} not found: run `make run` first (the default run's SFT adapter, data and eval)")
             return 2
-    from fintune.cli import setup_logging
+    from fintune.logs import setup_logging
     from fintune.pipeline import run_pipeline
-    from fintune.train import grpo_dir
+    from fintune.adapters import grpo_dir
 
     setup_logging()
     work = args.work.resolve()

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 def variants(family):
     from dataclasses import replace
 
-    from fintune.eval.sampling import GREEDY, OLLAMA_DEFAULTS, Preset
+    from fintune.sampling import GREEDY, OLLAMA_DEFAULTS, Preset
 
     before = replace(OLLAMA_DEFAULTS, temperature=0.2)  # the chatml Modelfile until 8d1a0b4
     return [

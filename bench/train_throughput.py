@@ -170,7 +170,8 @@ def matmul_peak(precision: str) -> float:
 
 
 def flops_per_token(cfg, model_path: str, data: list[dict]) -> float:
-    from fintune.train.plan import Shapes, model_config, trainable
+    from fintune.plan.shapes import Shapes, model_config
+    from fintune.plan.training import trainable
 
     s = Shapes.of(model_config(model_path))
     linear, _ = s.params()

@@ -1,4 +1,4 @@
 """python -m fintune: the `fintune` command."""
-from fintune.commands import main
+from fintune.cli import main
 
 raise SystemExit(main())

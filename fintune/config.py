@@ -4,7 +4,8 @@ Each concern has a small dataclass validated in ``__post_init__``. A YAML file
 nests fields under their section (``train: {learning_rate: 2e-4}``); on the
 command line every field is a flat flag named after it (``--learning_rate``), so
 field names are unique across sections. Unknown keys and flags are errors that
-list the valid names.
+list the valid names. Every field carries its help text in its metadata
+(``setting(default, help)``), which ``--help`` shows and ``field_help`` returns.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from fintune.errors import FintuneError
 
@@ -33,11 +34,25 @@ def _check(cond: bool, msg: str) -> None:
         raise ConfigError(msg)
 
 
+def setting(default: Any = dataclasses.MISSING, help: str = "", *,
+            factory: Callable[[], Any] | None = None) -> Any:
+    """A config field with its --help text in ``metadata["help"]`` (as TRL's and
+    LLaMA-Factory's ``hparams`` dataclasses do); ``factory`` for a list default."""
+    meta = {"help": help}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class ModelConfig:
-    base_model: str = EMBEDDED_BASE
-    max_seq_length: int = 1024
-    load_in_4bit: bool = False
+    base_model: str = setting(EMBEDDED_BASE, "The model to fine-tune: a Hugging Face hub id, a local model "
+                              "folder, or embedded:NAME for a model shipped inside fintune (embedded:"
+                              "smollm2-135m-instruct is SmolLM2-135M-Instruct, as a GGUF file).")
+    max_seq_length: int = setting(1024, "Longest training row in tokens, prompt and reply together (>= 32); "
+                                  "longer rows are dropped and counted.")
+    load_in_4bit: bool = setting(False, "Load the frozen base weights in 4-bit NF4 (QLoRA) on a CUDA GPU, to "
+                                 "fit a larger model in its memory; no effect on a CPU.")
 
     def __post_init__(self):
         _check(bool(self.base_model), "model.base_model must not be empty")
@@ -46,40 +61,60 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    dataset_folder: str = "datasets"
-    data_dir: str = "outputs/data"
-    generators: list[str] = field(default_factory=lambda: ["quant"])
-    num_generated: int = 2000
-    heldout_fraction: float = 0.1
-    data_seed: int = 42
-    # fraction of generated training questions whose phrasing is rewritten (value order,
-    # ask first or last, wording of the ask and units; fintune/data/paraphrase.py)
-    paraphrase: float = 0.0
-    max_reject_fraction: float = 0.05
-    # per-file format when detection is not wanted: ["prices.csv=alpaca", ...]
-    dataset_formats: list[str] = field(default_factory=list)
-    # preference pairs also train SFT on their chosen reply
-    dpo_to_sft: bool = True
-    # a JSONL line longer than this is rejected, not parsed
-    max_line_bytes: int = 1_000_000
-    # a user file that yields no row (empty, blank lines only, every row
-    # rejected, unreadable) fails the stage instead of being listed in the summary
-    strict_inputs: bool = False
-    # tokenize every row with the base model's tokenizer: length, BOS, special tokens, loss mask
-    token_check: bool = True
-    # instruction corpora via datasets.load_dataset: hub ids or local files
-    hub_datasets: list[str] = field(default_factory=list)
-    hub_optional: bool = True
-    hub_limit: int = 20000
-    # market-data questions from OHLCV CSVs and/or yfinance tickers
-    market_files: list[str] = field(default_factory=list)
-    market_tickers: list[str] = field(default_factory=list)
-    market_samples: int = 300
-    market_optional: bool = True
-    # Evaluation sets that must never reach training (globs; missing ones are fine).
-    contamination_files: list[str] = field(default_factory=lambda: ["../shared/eval/*.jsonl"])
-    # the answer instruction of every prompt, trained and evaluated alike (fintune/prompts.py INSTRUCTIONS)
-    instruction: str = "final_answer"
+    dataset_folder: str = setting("datasets", "Folder of your own training files (.jsonl, .json, .csv, "
+                                  ".parquet), each read in the format detected from its keys or named in "
+                                  "dataset_formats.")
+    data_dir: str = setting("outputs/data", "Where the data stage writes the prepared rows (train.jsonl, "
+                            "heldout.jsonl, dpo.jsonl) that training and eval read.")
+    generators: list[str] = setting(help="Built-in question generators whose rows join the training data: "
+                                    "quant (worked quantitative-finance questions with checkable answers); "
+                                    "empty = none.", factory=lambda: ["quant"])
+    num_generated: int = setting(2000, "How many training questions the generators make (>= 0; 0 = none).")
+    heldout_fraction: float = setting(0.1, "Held-out eval questions generated on top, as a fraction of "
+                                      "num_generated, in (0, 0.5): half phrased with templates training never "
+                                      "sees, half new questions.")
+    data_seed: int = setting(42, "Random seed of the generated questions and market-data samples; the same "
+                             "seed makes the same data.")
+    paraphrase: float = setting(0.0, "Fraction of generated training questions whose phrasing is rewritten "
+                                "(value order, ask first or last, wording of the ask and units), in [0, 1]; "
+                                "0 = templates as written.")
+    max_reject_fraction: float = setting(0.05, "The data stage fails when more than this fraction of the rows "
+                                         "of your own files is rejected (listed in rejects.jsonl), in [0, 1]; "
+                                         "1 = never fail.")
+    dataset_formats: list[str] = setting(help="Per-file format instead of detection, as FILE=FORMAT (e.g. "
+                                         "prices.csv=alpaca); formats: messages, sharegpt, alpaca, preference, "
+                                         "text.", factory=list)
+    dpo_to_sft: bool = setting(True, "Preference pairs (prompt, chosen, rejected) also train SFT on their "
+                               "chosen reply.")
+    max_line_bytes: int = setting(1_000_000, "A JSONL line longer than this many bytes is rejected without "
+                                  "being parsed (> 0).")
+    strict_inputs: bool = setting(False, "Fail the data stage when one of your files yields no row (empty, "
+                                  "blank lines only, every row rejected, unreadable) instead of listing it in "
+                                  "the summary.")
+    token_check: bool = setting(True, "Tokenize every row with the base model's tokenizer and check its length, "
+                                "BOS, special tokens and loss mask.")
+    hub_datasets: list[str] = setting(help="Instruction corpora read with datasets.load_dataset: hub ids (e.g. "
+                                      "FinLang/investopedia-instruction-tuning-dataset) or local .csv, .json, "
+                                      ".jsonl or .parquet files; question and answer columns are found by name.",
+                                      factory=list)
+    hub_optional: bool = setting(True, "A hub dataset that cannot be loaded (offline, missing) is a warning "
+                                 "and skipped, instead of an error.")
+    hub_limit: int = setting(20000, "At most this many rows from each hub dataset.")
+    market_files: list[str] = setting(help="OHLCV CSV files whose prices become market-data questions, one "
+                                      "series per file.", factory=list)
+    market_tickers: list[str] = setting(help="Tickers downloaded with yfinance whose prices become market-data "
+                                        "questions (needs the network).", factory=list)
+    market_samples: int = setting(300, "How many market-data questions to make from market_files and "
+                                  "market_tickers.")
+    market_optional: bool = setting(True, "A ticker that cannot be downloaded is a warning and skipped, "
+                                    "instead of an error.")
+    contamination_files: list[str] = setting(help="Evaluation sets that must never reach training (globs; "
+                                             "missing ones are fine): a training row asking one of their "
+                                             "questions fails the data stage.",
+                                             factory=lambda: ["../shared/eval/*.jsonl"])
+    # the names of fintune/prompts.py INSTRUCTIONS
+    instruction: str = setting("final_answer", "The answer instruction of every prompt, trained and evaluated "
+                               "alike: final_answer or boxed.")
 
     def __post_init__(self):
         from fintune.prompts import INSTRUCTIONS
@@ -98,16 +133,19 @@ class DataConfig:
 
 @dataclass
 class LoraConfig:
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
-    target_modules: list[str] = field(default_factory=lambda: list(QWEN_LORA_TARGETS))
-    # LoRA on the last N decoder layers only (0 = every layer): backpropagation
-    # then stops below them, which is most of a CPU step's time on a small model
-    lora_top_layers: int = 0
-    # LoRA+: LoRA B learns this many times faster than LoRA A (0 = plain LoRA, one
-    # learning rate); LLaMA-Factory's and Axolotl's `loraplus_lr_ratio`, PEFT's optimizer
-    loraplus_lr_ratio: float = 0.0
+    lora_r: int = setting(16, "LoRA rank: the inner size of each adapter's A and B matrices (> 0); a higher "
+                          "rank learns more and costs more memory.")
+    lora_alpha: int = setting(32, "LoRA scale numerator: the adapter's update is scaled by lora_alpha / "
+                              "lora_r (> 0; often 2 x lora_r).")
+    lora_dropout: float = setting(0.0, "Dropout on the adapters' input while training, in [0, 1); 0 = off.")
+    target_modules: list[str] = setting(help="Names of the linear layers that get adapters; the default is "
+                                        "every attention and MLP projection of Qwen- and Llama-style models.",
+                                        factory=lambda: list(QWEN_LORA_TARGETS))
+    lora_top_layers: int = setting(0, "LoRA on the last N decoder layers only; 0 = every layer. Backpropagation "
+                                   "then stops below them, most of a CPU step's time on a small model.")
+    # LLaMA-Factory's and Axolotl's `loraplus_lr_ratio`; PEFT's LoRA+ optimizer
+    loraplus_lr_ratio: float = setting(0.0, "LoRA+: LoRA B learns this many times faster than LoRA A (>= 1, "
+                                       "e.g. 16); 0 = plain LoRA, one learning rate.")
 
     def __post_init__(self):
         _check(self.lora_r > 0, f"lora.lora_r must be > 0, got {self.lora_r}")
@@ -125,75 +163,92 @@ class LoraConfig:
 
 @dataclass
 class TrainConfig:
-    backend: str = "auto"  # auto | unsloth | peft
-    lora_output_dir: str = "outputs/financial_lora"
-    checkpoint_dir: str = "outputs/checkpoints"
-    val_fraction: float = 0.05
-    eval_steps: int = 50
-    learning_rate: float = 2e-4
-    num_train_epochs: float = 1.0
-    max_steps: int = -1
-    per_device_train_batch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    lr_scheduler_type: str = "cosine"
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    logging_steps: int = 10
-    save_steps: int = 100
-    save_total_limit: int = 2
-    precision: str = "auto"  # auto | bf16 | fp16 | fp32
-    # transformers/TRL optimizer name; auto = adamw_8bit on CUDA (Unsloth's notebooks;
-    # paged_adamw_8bit for small cards), adamw_torch_fused on CPU
-    optim: str = "auto"
-    # memory allocator of the CPU training process: glibc's fragments over a run
-    # (RSS 2.2 -> 5.4 GB, tokens/s 541 -> ~400 over 140 steps, measured) and
-    # mimalloc (the cmeel-mimalloc wheel) does not; "system" keeps glibc's
-    cpu_allocator: str = "mimalloc"
-    packing: bool = False
-    # TRL turns it on by default; it trades ~30% step time for activation memory,
-    # which a small model on CPU does not need.
-    gradient_checkpointing: bool = True
-    # torch.compile each decoder layer (PEFT backend; Unsloth compiles its own kernels):
-    # fuses the norms, rotary and activations that run memory-bound in eager mode.
-    # Costs a compilation at the first step and needs a C++ compiler on a CPU.
-    torch_compile: bool = False
-    # transformers' attn_implementation for training (PEFT backend): auto = "eager" on a
-    # CPU training in bf16 with compiled layers and short rows (inductor then fuses the scores,
-    # mask and softmax with the rest of the layer, faster than the SDPA kernel here; see
-    # backends.attention_for), else transformers' default (sdpa)
-    attention: str = "auto"
-    # NEFTune (TRL's neftune_noise_alpha): uniform noise of this scale on the input
-    # embeddings while training; 0 = off
-    neftune_noise_alpha: float = 0.0
-    train_seed: int = 3407
-    # stop when eval loss has not improved by more than the threshold for this
-    # many evaluations (0 = never); the best checkpoint is restored at the end
-    early_stopping_patience: int = 3
-    early_stopping_threshold: float = 0.0
-    # DPO after SFT on the preference pairs of the data stage (TRL DPOTrainer),
-    # starting from the SFT adapter, which is also the reference policy
-    dpo: bool = False
-    dpo_beta: float = 0.1
-    dpo_learning_rate: float = 5e-6
-    dpo_max_steps: int = -1  # -1: one epoch over the pairs
-    # longest chosen or rejected row DPO trains on (0: model.max_seq_length); DPO runs
-    # both through the model at once and holds their logits, so it may need less
-    dpo_max_seq_length: int = 0
-    # GRPO after SFT (and DPO) on the training split's checkable questions, rewarded by
-    # the eval's scorer (fintune/train/rewards.py); TRL's GRPOConfig names without the
-    # grpo_ prefix (fintune/train/grpo.py grpo_args)
-    grpo: bool = False
-    grpo_num_generations: int = 4        # replies sampled per prompt (the group)
-    grpo_prompts_per_step: int = 1       # prompts (groups) per optimizer step
-    grpo_max_completion_length: int = 192
-    grpo_beta: float = 0.0               # KL to the reference; 0: no reference pass (TRL's default)
-    grpo_learning_rate: float = 5e-6
-    grpo_max_steps: int = 20
-    grpo_temperature: float = 1.0
-    # reward -grpo_length_penalty x (reply tokens / grpo_max_completion_length); 0 = off
-    grpo_length_penalty: float = 0.0
-    grpo_save_steps: int = 10
-    resume_from_checkpoint: Optional[str] = None
+    backend: str = setting("auto", "Training library: unsloth (needs a CUDA GPU and the unsloth package), peft "
+                           "(transformers + PEFT, any device), or auto = unsloth where it can run, else peft.")
+    lora_output_dir: str = setting("outputs/financial_lora", "Where the trained LoRA adapter is saved; merge "
+                                   "and eval read it from there.")
+    checkpoint_dir: str = setting("outputs/checkpoints", "Where training checkpoints (checkpoint-N) are saved; "
+                                  "DPO and GRPO save theirs in its dpo/ and grpo/ folders.")
+    val_fraction: float = setting(0.05, "Fraction of the training rows held back to measure the eval loss, in "
+                                  "[0, 0.5); 0 = no eval loss, so no early stopping or best-checkpoint restore.")
+    eval_steps: int = setting(50, "Measure the eval loss every this many optimizer steps (> 0).")
+    learning_rate: float = setting(2e-4, "Peak learning rate of SFT (> 0), reached after the warmup and then "
+                                   "decayed by lr_scheduler_type.")
+    num_train_epochs: float = setting(1.0, "Passes over the training rows (> 0, may be fractional); max_steps "
+                                      "wins when set.")
+    max_steps: int = setting(-1, "Stop SFT after this many optimizer steps; -1 = train num_train_epochs instead.")
+    per_device_train_batch_size: int = setting(8, "Rows per forward and backward pass on each device (> 0).")
+    gradient_accumulation_steps: int = setting(1, "Passes summed into each optimizer step (> 0); the batch is "
+                                               "per_device_train_batch_size x this x devices.")
+    lr_scheduler_type: str = setting("cosine", "transformers' learning-rate schedule after the warmup: cosine, "
+                                     "linear, constant, constant_with_warmup, ...")
+    warmup_ratio: float = setting(0.03, "Fraction of the training steps over which the learning rate rises "
+                                  "from 0 to learning_rate.")
+    weight_decay: float = setting(0.0, "AdamW weight decay of the trained weights; 0 = none.")
+    logging_steps: int = setting(10, "Log the loss, learning rate and speed every this many steps (> 0).")
+    save_steps: int = setting(100, "Save a checkpoint every this many steps (> 0); a multiple of eval_steps "
+                              "when val_fraction > 0, so the best checkpoint by eval loss is on disk.")
+    save_total_limit: int = setting(2, "Checkpoints kept in checkpoint_dir; older ones are deleted (the best "
+                                    "by eval loss is kept too).")
+    precision: str = setting("auto", "Training precision: bf16, fp16, fp32, or auto = bf16 on a CUDA GPU that "
+                             "has it (else fp16) and on a CPU whose bf16 matmuls beat fp32 by 1.2x (else fp32).")
+    # auto follows Unsloth's notebooks on CUDA
+    optim: str = setting("auto", "transformers/TRL optimizer name (e.g. adamw_torch, paged_adamw_8bit for small "
+                         "cards); auto = adamw_8bit on CUDA, adamw_torch_fused on a CPU.")
+    # glibc's malloc fragments over a CPU run: RSS 2.2 -> 5.4 GB and tokens/s 541 -> ~400
+    # over 140 steps (measured); the mimalloc allocator comes from the cmeel-mimalloc wheel
+    cpu_allocator: str = setting("mimalloc", "Memory allocator of the CPU training process: mimalloc (memory "
+                                 "and speed stay steady over a long run) or system (glibc's, which fragments).")
+    packing: bool = setting(False, "Pack several short rows into each max_seq_length sequence (TRL packing): "
+                            "less padding, more rows per step.")
+    # TRL turns it on by default
+    gradient_checkpointing: bool = setting(True, "Recompute activations in the backward pass instead of keeping "
+                                           "them: less memory for ~30% more step time, which a small model on a "
+                                           "CPU does not need.")
+    # fuses the norms, rotary and activations that run memory-bound in eager mode
+    torch_compile: bool = setting(False, "torch.compile each decoder layer (PEFT backend; Unsloth compiles its "
+                                  "own kernels): faster steps after a compilation at the first one; needs a C++ "
+                                  "compiler on a CPU.")
+    # eager wins there because inductor then fuses the scores, mask and softmax with the rest
+    # of the layer, faster than the SDPA kernel (see backends.attention_for)
+    attention: str = setting("auto", "transformers' attn_implementation for training (PEFT backend): eager, "
+                             "sdpa, flash_attention_2, flex_attention, or auto = eager on a CPU training in "
+                             "bf16 with compiled layers and short rows, else transformers' default (sdpa).")
+    neftune_noise_alpha: float = setting(0.0, "NEFTune (TRL's neftune_noise_alpha): uniform noise of this scale "
+                                         "on the input embeddings while training, e.g. 5; 0 = off.")
+    train_seed: int = setting(3407, "Random seed of training: adapter initialization, row order, dropout.")
+    early_stopping_patience: int = setting(3, "Stop when the eval loss has not improved by more than "
+                                           "early_stopping_threshold for this many evaluations; 0 = never stop "
+                                           "early. The best checkpoint is restored at the end.")
+    early_stopping_threshold: float = setting(0.0, "Smallest eval-loss drop that counts as an improvement for "
+                                              "early stopping; 0 = any drop.")
+    dpo: bool = setting(False, "After SFT, train DPO (TRL DPOTrainer) on the data stage's preference pairs, "
+                        "starting from the SFT adapter, which is also the reference policy.")
+    dpo_beta: float = setting(0.1, "DPO's beta (> 0): a higher beta keeps the policy closer to the reference.")
+    dpo_learning_rate: float = setting(5e-6, "Learning rate of DPO (> 0).")
+    dpo_max_steps: int = setting(-1, "DPO optimizer steps; -1 = one epoch over the pairs.")
+    # DPO runs both replies through the model at once and holds their logits
+    dpo_max_seq_length: int = setting(0, "Longest chosen or rejected row DPO trains on, in tokens (>= 32); "
+                                      "0 = model.max_seq_length. DPO holds both rows' logits, so it may need less.")
+    # TRL's GRPOConfig names without the grpo_ prefix (fintune/train/grpo.py grpo_args);
+    # the rewards are fintune/train/rewards.py
+    grpo: bool = setting(False, "After SFT (and DPO), train GRPO on the training split's checkable questions, "
+                         "rewarded by the eval's scorer.")
+    grpo_num_generations: int = setting(4, "Replies sampled per prompt, the group whose rewards are compared "
+                                        "(>= 2).")
+    grpo_prompts_per_step: int = setting(1, "Prompts (groups) per GRPO optimizer step (>= 1).")
+    grpo_max_completion_length: int = setting(192, "Longest sampled GRPO reply, in tokens (>= 16).")
+    grpo_beta: float = setting(0.0, "Weight of the KL penalty to the reference model; 0 = none, and no "
+                               "reference pass (TRL's default).")
+    grpo_learning_rate: float = setting(5e-6, "Learning rate of GRPO (> 0).")
+    grpo_max_steps: int = setting(20, "GRPO optimizer steps (> 0).")
+    grpo_temperature: float = setting(1.0, "Sampling temperature of GRPO's replies (> 0).")
+    grpo_length_penalty: float = setting(0.0, "Subtract this x (reply tokens / grpo_max_completion_length) from "
+                                         "each reward, against long replies; 0 = off.")
+    grpo_save_steps: int = setting(10, "Save a GRPO checkpoint every this many steps (> 0).")
+    resume_from_checkpoint: Optional[str] = setting(None, "Continue training from a checkpoint folder, or "
+                                                    "latest for the newest checkpoint-N in checkpoint_dir; "
+                                                    "unset = start afresh.")
 
     def __post_init__(self):
         _check(self.backend in ("auto", "unsloth", "peft"),
@@ -233,24 +288,34 @@ class TrainConfig:
 
 @dataclass
 class ExportConfig:
-    llama_cpp_path: str = "llama.cpp"
-    merged_model_dir: str = "outputs/merged_financial_fp16"
-    gguf_f16_path: str = "outputs/financial_model_fp16.gguf"
-    gguf_q4_path: str = "outputs/financial_model_q4_k_m.gguf"
-    gguf_q8_path: str = "outputs/financial_model_q8_0.gguf"
-    modelfile_path: str = "outputs/Modelfile"
-    quant_types: list[str] = field(default_factory=lambda: ["Q4_K_M", "Q8_0"])
-    # precision of the unquantized GGUF the quants are made from: f16 or bf16
-    gguf_outtype: str = "f16"
-    # independent export steps (quantize, verify, smoke) run this many at a time
-    export_jobs: int = 2
-    # merge: "in_memory" (PEFT merge_and_unload, verified by logits), "by_shard"
-    # (one safetensors shard at a time, for RAM smaller than the model) or "auto"
-    merge_mode: str = "auto"
-    cleanup_intermediates: bool = False
-    ollama_model_name: str = "financial-model"
-    smoke_prompt: str = "What is the future value of $1,000 invested at 5% a year for 3 years?"
-    smoke_tokens: int = 48
+    llama_cpp_path: str = setting("llama.cpp", "llama.cpp checkout whose convert_hf_to_gguf.py and built tools "
+                                  "(build/bin) convert, quantize and run the GGUF files.")
+    merged_model_dir: str = setting("outputs/merged_financial_fp16", "Where the base model with the adapter "
+                                    "merged in is saved (16-bit safetensors), the source of every GGUF.")
+    gguf_f16_path: str = setting("outputs/financial_model_fp16.gguf", "The unquantized GGUF every quant is made "
+                                 "from (ends in .gguf); with gguf_outtype bf16, f16 in its name becomes bf16.")
+    gguf_q4_path: str = setting("outputs/financial_model_q4_k_m.gguf", "Where the Q4_K_M GGUF is written "
+                                "(ends in .gguf).")
+    gguf_q8_path: str = setting("outputs/financial_model_q8_0.gguf", "Where the Q8_0 GGUF is written (ends in "
+                                ".gguf).")
+    modelfile_path: str = setting("outputs/Modelfile", "Where the Ollama Modelfile of the exported model is "
+                                  "written.")
+    quant_types: list[str] = setting(help="llama.cpp quantization types to make (Q4_K_M, Q8_0, Q5_K_M, ...); "
+                                     "the first is the model the Modelfile uses; other than Q4_K_M and Q8_0, "
+                                     "each is written beside gguf_f16_path.", factory=lambda: ["Q4_K_M", "Q8_0"])
+    gguf_outtype: str = setting("f16", "Precision of the unquantized GGUF the quants are made from: f16 or "
+                                "bf16.")
+    export_jobs: int = setting(2, "Independent export steps (quantize, verify, smoke test) run this many at a "
+                               "time (>= 1).")
+    merge_mode: str = setting("auto", "How the adapter is merged: in_memory (PEFT merge_and_unload, verified by "
+                              "logits), by_shard (one safetensors shard at a time, for RAM smaller than the "
+                              "model), or auto = in_memory when it fits in RAM, else by_shard.")
+    cleanup_intermediates: bool = setting(False, "After the quantized files are verified, delete the merged "
+                                          "model folder and the unquantized GGUF to free disk.")
+    ollama_model_name: str = setting("financial-model", "Model name in the printed `ollama create` command.")
+    smoke_prompt: str = setting("What is the future value of $1,000 invested at 5% a year for 3 years?",
+                                "Question put to the exported GGUF as a smoke test.")
+    smoke_tokens: int = setting(48, "Tokens the smoke test generates (> 0).")
 
     def __post_init__(self):
         for name in ("gguf_f16_path", "gguf_q4_path", "gguf_q8_path"):
@@ -284,36 +349,41 @@ EVAL_MODELS = ("base", "adapter", "merged", "F16", "BF16", "Q8_0", "Q4_K_M")
 
 @dataclass
 class EvalConfig:
-    eval_dir: str = "outputs/eval"
-    eval_limit: int = 200
-    eval_max_new_tokens: int = 320
-    eval_batch_size: int = 32
-    # which models the report compares: base, adapter (base + LoRA), merged (FP16
-    # checkpoint), and any exported GGUF type (F16, Q8_0, Q4_K_M, ...)
-    eval_models: list[str] = field(default_factory=lambda: ["base", "adapter", "merged", "F16", "Q8_0", "Q4_K_M"])
-    # external sets in the ../shared/eval schema, each run with and without its context
-    eval_files: list[str] = field(default_factory=lambda: ["../shared/eval/finlora_formula_test.jsonl"])
-    external_eval_limit: int = 200
-    # greedy for reproducible numbers; "r1" = DeepSeek's temperature 0.6, top_p 0.95;
-    # "ollama" (GGUF models only) = Ollama's defaults under the Modelfile's parameters
-    eval_sampling: str = "greedy"
-    perplexity: bool = True
-    # GGUF evals: llama-server slots decoding together, 2.1x faster than one
-    # llama-completion per prompt (measured, 2 cores); 1 = llama-completion
-    eval_parallel: int = 4
-    # GGUF models evaluated at the same time, each llama.cpp process on cores / N
-    # threads; 0 = auto: 2 on a machine without CUDA and with 2 cores or more, else 1
-    eval_concurrency: int = 0
-    # GGUF replies cached by content (model sha256, prompt, settings) in the fintune
-    # cache folder: a rerun, or another project on this machine, reuses the base model's
-    eval_cache: bool = True
+    eval_dir: str = setting("outputs/eval", "Where the eval stage writes each model's replies, scores and the "
+                            "report.")
+    eval_limit: int = setting(200, "Held-out questions evaluated per model (> 0), drawn evenly over the "
+                              "question kinds; the perplexity text comes from the same items.")
+    eval_max_new_tokens: int = setting(320, "Longest reply generated per eval question, in tokens (> 0).")
+    eval_batch_size: int = setting(32, "Prompts generated together by the transformers models (base, adapter, "
+                                   "merged) (> 0).")
+    eval_models: list[str] = setting(help="Which models the report compares: base, adapter (base + LoRA), "
+                                     "merged (the 16-bit checkpoint), and any exported GGUF type (F16, BF16, "
+                                     "Q8_0, Q4_K_M, ...).",
+                                     factory=lambda: ["base", "adapter", "merged", "F16", "Q8_0", "Q4_K_M"])
+    eval_files: list[str] = setting(help="External eval sets in the ../shared/eval schema, each run with and "
+                                    "without its context.",
+                                    factory=lambda: ["../shared/eval/finlora_formula_test.jsonl"])
+    external_eval_limit: int = setting(200, "Items evaluated from each external eval file (> 0), taken evenly "
+                                       "over its categories.")
+    eval_sampling: str = setting("greedy", "Decoding of eval replies: greedy (reproducible numbers), r1 "
+                                 "(DeepSeek's temperature 0.6, top_p 0.95), or ollama (GGUF models only: Ollama's "
+                                 "defaults under the Modelfile's parameters).")
+    perplexity: bool = setting(True, "Also measure the llama.cpp perplexity of each exported GGUF on the "
+                               "held-out worked solutions.")
+    # 2.1x faster than one llama-completion per prompt (measured, 2 cores)
+    eval_parallel: int = setting(4, "GGUF evals: llama-server slots decoding together (>= 1); 1 = one "
+                                 "llama-completion per prompt.")
+    eval_concurrency: int = setting(0, "GGUF models evaluated at the same time, each llama.cpp process on "
+                                    "cores / N threads; 0 = auto: 2 without CUDA on 2 or more cores, else 1.")
+    eval_cache: bool = setting(True, "Cache GGUF replies by content (model sha256, prompt, settings) in the "
+                               "fintune cache folder, so a rerun or another project reuses them.")
 
     def __post_init__(self):
         _check(self.eval_limit > 0, "eval.eval_limit must be > 0")
         _check(self.eval_max_new_tokens > 0 and self.eval_batch_size > 0,
                "eval.eval_max_new_tokens and eval.eval_batch_size must be > 0")
         _check(self.external_eval_limit > 0, "eval.external_eval_limit must be > 0")
-        from fintune.eval.sampling import PRESETS
+        from fintune.sampling import PRESETS
 
         _check(self.eval_sampling in PRESETS, f"eval.eval_sampling must be one of {', '.join(PRESETS.names())}, "
                                                f"got {self.eval_sampling!r}")
@@ -350,13 +420,16 @@ class PipelineConfig:
 
 
 def _flag_index() -> dict[str, tuple[str, Any]]:
-    """Flat flag name -> (section, resolved type)."""
+    """Flat flag name -> (section, resolved type); every field must have its help text."""
     index: dict[str, tuple[str, Any]] = {}
     for section, cls in SECTIONS.items():
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             if f.name in index:
                 raise RuntimeError(f"config field {f.name!r} appears in two sections")
+            if not str(f.metadata.get("help", "")).strip():
+                raise RuntimeError(f"config field {section}.{f.name} has no help text: define it with "
+                                   "setting(default, help)")
             index[f.name] = (section, _base_type(hints[f.name]))
     return index
 
@@ -371,6 +444,40 @@ def _base_type(annotation: Any) -> Any:
 
 
 FLAGS = _flag_index()
+_FIELDS: dict[str, dataclasses.Field] = {f.name: f for cls in SECTIONS.values() for f in dataclasses.fields(cls)}
+
+
+def _field(name: str) -> dataclasses.Field:
+    if name not in _FIELDS:
+        raise ConfigError(f"unknown option {name!r}; valid options: {', '.join(sorted(FLAGS))}")
+    return _FIELDS[name]
+
+
+def field_help(name: str) -> str:
+    """The help text of a config field by its flat name (``learning_rate``)."""
+    return _field(name).metadata["help"]
+
+
+def field_default(name: str) -> Any:
+    """A config field's default value (a fresh list for list fields)."""
+    f = _field(name)
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def format_value(value: Any) -> str:
+    """A setting's value as it is written on the command line: lists comma-separated,
+    booleans true/false, floats in their shorter form (2e-4, not 0.0002)."""
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(map(str, value)) or "none"
+    if isinstance(value, float):
+        mantissa, exp = f"{value:e}".split("e")
+        short = f"{mantissa.rstrip('0').rstrip('.')}e{int(exp)}"
+        return short if len(short) < len(repr(value)) else repr(value)
+    return str(value)
 
 
 def _coerce(section: str, name: str, value: Any, where: str) -> Any:
@@ -442,17 +549,23 @@ def build_config(yaml_values: dict | None = None, overrides: dict[str, Any] | No
 
 
 def add_config_flags(parser: argparse.ArgumentParser, only: list[str] | None = None) -> None:
-    """Add one flag per config field; unset flags stay None so YAML values survive."""
+    """Add one flag per config field, its help text followed by the field's default;
+    unset flags stay None so YAML values survive (the default shown is the dataclass's)."""
     for name, (section, tp) in FLAGS.items():
         if only is not None and name not in only:
             continue
-        kwargs: dict[str, Any] = {"default": None, "help": f"[{section}]"}
+        kwargs: dict[str, Any] = {"default": None}
+        text = field_help(name)
         if tp is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(tp) is list:
-            kwargs["help"] += " comma-separated"
+            kwargs["metavar"] = "A,B,..."
+            text += " Comma-separated."
         else:
             kwargs["type"] = tp
+            kwargs["metavar"] = {int: "INT", float: "FLOAT"}.get(tp, "STR")  # the flag says what it is
+        text += f" (default: {format_value(field_default(name))})"
+        kwargs["help"] = text.replace("%", "%%")
         parser.add_argument(f"--{name}", **kwargs)
 
 

@@ -7,6 +7,10 @@ run manifest keeps it.
 """
 from __future__ import annotations
 
+import logging
+
+log = logging.getLogger("fintune")
+
 
 class FintuneError(Exception):
     """Base of every error whose message tells the user what to change."""
@@ -27,3 +31,23 @@ class StageProcessError(FintuneError):
     def __init__(self, stage: str, returncode: int, error: str):
         super().__init__(f"stage {stage} failed in its process (exit {returncode})")
         self.stage, self.returncode, self.error = stage, returncode, error
+
+
+class TrainingInterrupted(FintuneError, RuntimeError):
+    """A stage stopped on Ctrl-C or SIGTERM after saving what it had (a checkpoint,
+    the cached replies); the message says how to continue."""
+
+
+def report(e: FintuneError) -> int:
+    """Print an error the user can fix on one line and return the command's exit code:
+    2 for a user error, 130 for an interruption, a stage process's own code for a bug
+    there (its traceback is above and in the run manifest). Bugs are never caught here."""
+    if isinstance(e, StageProcessError):
+        log.error("%s; its %s is above and in the run manifest", e,
+                  "message" if e.returncode == 2 else "traceback")
+        return 2 if e.returncode == 2 else 1
+    if isinstance(e, TrainingInterrupted):
+        log.error("%s", e)
+        return 130
+    log.error("error: %s", e)
+    return 2

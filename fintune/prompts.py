@@ -1,10 +1,11 @@
-"""The one place that turns a question into the user turn, for training and
-evaluation alike: a prompt the model was trained on must be the prompt it is
+"""The one place that turns a question into the user turn (and a row back into its
+question), for training and evaluation alike: a prompt the model was trained on must be the prompt it is
 evaluated with. A profile names its instruction (`data.instruction`); the data
 stage, the eval, the merge check and the export smoke test all build prompts
 from that one entry, and the trained replies state their answer the way it asks."""
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from typing import Callable
@@ -54,3 +55,16 @@ def user_prompt(question: str, context: str | None = None, instruction: str = "f
         parts.append(f"Context:\n{context.strip()}")
     parts.append(instruction_text(instruction))
     return "\n\n".join(parts)
+
+
+def normalize(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip().lower()
+
+
+def text_hash(text: str) -> str:
+    """A question's identity for deduplication and decontamination: case and spacing ignored."""
+    return hashlib.sha256(normalize(text).encode()).hexdigest()[:20]
+
+
+def first_user_text(messages: list[dict]) -> str:
+    return next(m["content"] for m in messages if m["role"] == "user")

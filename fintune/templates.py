@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from fintune.errors import UsageError
+from fintune.gguf import read_header
 from fintune.registry import Registry, UnknownNameError
 
 
@@ -250,8 +251,6 @@ def for_llama_cpp(prompt: str, gguf: str | Path) -> str:
 
 @lru_cache(maxsize=16)
 def _gguf_bos(path: str, _mtime: int, _size: int) -> tuple[bool, str]:
-    from fintune.export.gguf_check import read_header
-
     h = read_header(path, skip_arrays=False)
     bos_id = h.get("tokenizer.ggml.bos_token_id")
     bos = h["tokenizer.ggml.tokens"][bos_id] if bos_id is not None and "tokenizer.ggml.tokens" in h else ""

@@ -1,12 +1,13 @@
-"""One step of a model-loading stage (train, DPO, merge, eval) in a fresh Python process.
+"""One step of a model-loading stage (train, DPO, GRPO, merge, eval) in a fresh Python process.
 
-    python -m fintune.worker ENTRY CONFIG.json RESULT.json
+    python -m fintune.worker STEP CONFIG.json RESULT.json
 
-The orchestrator starts it (``pipeline.run_in_child``), so nothing one stage
-loads leaks into the next: GPU and pinned host memory go back when the process
-ends, and the patches Unsloth applies to transformers, peft and trl on import
-stay in the training process. There, unsloth is imported before anything that
-imports those libraries, as Unsloth requires.
+STEP names the step's function (`module:function`, pipeline.step_name). The
+orchestrator starts it (``pipeline.run_in_child``), so nothing one stage loads
+leaks into the next: GPU and pinned host memory go back when the process ends,
+and the patches Unsloth applies to transformers, peft and trl on import stay in
+the training process. There, unsloth is imported before anything that imports
+those libraries, as Unsloth requires.
 
 The step's outcome goes to RESULT.json (artifact paths, or the error) and the
 exit code: 0 done, 2 an error the user can fix (one line printed), 130 stopped
@@ -14,7 +15,6 @@ by a signal after saving a checkpoint, 1 a bug (traceback printed).
 """
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import os
@@ -22,21 +22,25 @@ import sys
 import traceback
 from pathlib import Path
 
+from fintune.config import SECTIONS, build_config
+from fintune.errors import FintuneError, TrainingInterrupted
+from fintune.logs import setup_logging
+from fintune.manifest import write_json_atomic
+
 log = logging.getLogger("fintune")
-TRAIN_ENTRY = "fintune.train.trainer:run"
+# the steps that train: Unsloth, where it is the backend, is imported before their libraries
+TRAINING_STEPS = ("fintune.train.",)
 
 
 def load_config(path: str | Path):
-    from fintune.config import SECTIONS, build_config
-
     data = json.loads(Path(path).read_text(encoding="utf-8"))
     return build_config({s: data[s] for s in SECTIONS}, profile=data["profile"])
 
 
-def import_unsloth_first(entry: str, cfg) -> bool:
-    """In the training process, import unsloth before transformers, trl and peft
-    when it is the backend that will train (it patches them on import)."""
-    if entry != TRAIN_ENTRY:
+def import_unsloth_first(step: str, cfg) -> bool:
+    """In a training process, import unsloth before transformers, trl and peft when it
+    is the backend that will train (it patches them on import)."""
+    if not step.startswith(TRAINING_STEPS):
         return False
     from fintune.train.backends import choose_backend
 
@@ -48,23 +52,18 @@ def import_unsloth_first(entry: str, cfg) -> bool:
 
 
 def _write(result_path: str, record: dict) -> None:
-    from fintune.manifest import write_json_atomic
-
     write_json_atomic(result_path, {"pid": os.getpid(), **record})
 
 
 def main(argv: list[str] | None = None) -> int:
-    from fintune.cli import setup_logging
-    from fintune.errors import FintuneError
-    from fintune.train.signals import TrainingInterrupted
-
-    entry, cfg_path, result_path = argv if argv is not None else sys.argv[1:]
+    step, cfg_path, result_path = argv if argv is not None else sys.argv[1:]
     setup_logging()
     try:
         cfg = load_config(cfg_path)
-        import_unsloth_first(entry, cfg)
-        module, func = entry.split(":")
-        out = getattr(importlib.import_module(module), func)(cfg)
+        import_unsloth_first(step, cfg)
+        from fintune.pipeline import resolve_step  # after unsloth: stage modules are light, their libraries not
+
+        out = resolve_step(step)(cfg)
     except TrainingInterrupted as e:
         log.error("%s", e)
         _write(result_path, {"status": "interrupted", "error": str(e)})

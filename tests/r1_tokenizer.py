@@ -28,7 +28,7 @@ def r1_gguf_part() -> Path | None:
 
 
 def r1_header() -> dict:
-    from fintune.export.gguf_check import read_header
+    from fintune.gguf import read_header
 
     path = r1_gguf_part()
     if path is None:

@@ -11,8 +11,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_help_is_instant_and_imports_no_torch():
     start = time.time()
     out = subprocess.run([sys.executable, "-c",
-                          "import sys; from fintune.cli import pipeline_parser; pipeline_parser().format_help();"
-                          "from fintune.commands import build_parser; build_parser().format_help();"
+                          "import sys; from fintune.cli.parsers import pipeline_parser; pipeline_parser().format_help();"
+                          "from fintune.cli import build_parser; build_parser().format_help();"
                           "print('torch' in sys.modules, 'transformers' in sys.modules)"],
                          capture_output=True, text=True, cwd=ROOT)
     assert out.stdout.strip() == "False False"
@@ -41,7 +41,7 @@ STAGE_COMMANDS = ["run", "plan", "data", "train", "merge", "export", "eval"]
 
 @pytest.mark.parametrize("name", STAGE_COMMANDS)
 def test_every_subcommand_help_exits_0(name, capsys):
-    from fintune.commands import main
+    from fintune.cli import main
 
     with pytest.raises(SystemExit) as e:  # argparse ends --help with SystemExit(0)
         main([name, "--help"])
@@ -56,7 +56,7 @@ def test_every_subcommand_help_exits_0(name, capsys):
 
 
 def test_top_help_lists_a_command_per_stage(capsys):
-    from fintune.commands import main
+    from fintune.cli import main
 
     with pytest.raises(SystemExit) as e:
         main(["--help"])
@@ -81,7 +81,7 @@ def _group_blocks(help_text: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("argv", [["run"], ["train"], ["plan"], ["merge"]])
 def test_help_groups_every_setting_under_its_section(argv):
-    from fintune.commands import build_parser
+    from fintune.cli import build_parser
     from fintune.config import FLAGS
 
     sub = build_parser()._subparsers._group_actions[0].choices[argv[0]]
@@ -96,7 +96,7 @@ def test_help_groups_every_setting_under_its_section(argv):
 
 
 def test_skip_flags_name_the_pipeline_stages():
-    from fintune.cli import SKIP_FLAGS
+    from fintune.cli.parsers import SKIP_FLAGS
     from fintune.pipeline import STAGES
 
     assert SKIP_FLAGS == {s.skip_flag: s.name for s in STAGES}
@@ -104,7 +104,7 @@ def test_skip_flags_name_the_pipeline_stages():
 
 def test_profiles_ship_in_the_package_and_configs_is_that_folder():
     import fintune
-    from fintune.cli import profiles
+    from fintune.cli.parsers import profiles
 
     package_dir = Path(fintune.__file__).parent / "configs"
     assert (ROOT / "configs").is_symlink() and (ROOT / "configs").resolve() == package_dir.resolve()
@@ -114,7 +114,7 @@ def test_profiles_ship_in_the_package_and_configs_is_that_folder():
 
 
 def test_config_takes_a_profile_name_from_any_directory(tmp_path, monkeypatch):
-    from fintune.cli import load_config, parse, pipeline_parser
+    from fintune.cli.parsers import load_config, parse, pipeline_parser
 
     monkeypatch.chdir(tmp_path)  # no configs/ here
     cfg = load_config(parse(pipeline_parser(), ["--config", "r1-distill-qwen-7b-h100"]))
@@ -127,8 +127,8 @@ def test_config_takes_a_profile_name_from_any_directory(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("given", ["r1-distill-qwen-14b", "configs/nope.yaml"])
 def test_a_wrong_profile_is_one_line_listing_the_valid_names(given, caplog):
-    from fintune.cli import profiles
-    from fintune.commands import main
+    from fintune.cli.parsers import profiles
+    from fintune.cli import main
 
     assert main(["plan", "--config", given]) == 2
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
@@ -137,8 +137,8 @@ def test_a_wrong_profile_is_one_line_listing_the_valid_names(given, caplog):
 
 
 def test_plan_is_the_dry_run(capsys):
-    from fintune.cli import main as script_main
-    from fintune.commands import main
+    from fintune.cli import run_main as script_main
+    from fintune.cli import main
 
     flags = ["--config", "r1-distill-qwen-14b-24gb", "--backend", "unsloth"]
     assert main(["plan"] + flags) == 0
@@ -153,7 +153,7 @@ def test_stage_command_runs_that_stage_alone(tmp_path, smollm2_dir):
     import json
 
     from conftest import as_flags, tiny_overrides
-    from fintune.commands import main
+    from fintune.cli import main
 
     manifest = tmp_path / "run_manifest.json"
     flags = as_flags(tiny_overrides(tmp_path, smollm2_dir, num_generated=30))

@@ -1,6 +1,7 @@
 import pytest
 
-from fintune.cli import main, pipeline_parser
+from fintune.cli import run_main as main
+from fintune.cli.parsers import pipeline_parser
 from fintune.config import ConfigError, build_config, load_yaml
 
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from fintune.data.jsonl import DataError
+from fintune.jsonl import DataError
 from test_data_sources import GOOD, _lines, _run
 
 OTHER = [{"messages": [{"role": "user", "content": f"Define term {i}."},
@@ -121,7 +121,7 @@ def test_parquet_row_group_of_wrong_types_rejects_its_rows_only(tmp_path):
 
 
 def test_eval_and_contamination_readers_name_file_and_line(tmp_path):
-    from fintune.data.jsonl import read_jsonl
+    from fintune.jsonl import read_jsonl
 
     f = tmp_path / "e.jsonl"
     f.write_text(_lines({"id": 1}, '{"q": ' + "[" * 100_000 + "]" * 100_000 + "}"))
@@ -131,7 +131,7 @@ def test_eval_and_contamination_readers_name_file_and_line(tmp_path):
 
 def test_cli_reports_a_deep_line_and_finishes(tmp_path):
     """The run in the issue: one over-deep line no longer ends the data stage."""
-    from fintune.cli import main
+    from fintune.cli import run_main as main
 
     folder = tmp_path / "datasets"
     folder.mkdir()

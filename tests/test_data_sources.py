@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from fintune.config import build_config
-from fintune.data.jsonl import DataError
+from fintune.jsonl import DataError
 
 GOOD = {"messages": [{"role": "user", "content": "Define beta."}, {"role": "assistant", "content": "Beta is ..."}]}
 

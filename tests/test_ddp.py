@@ -20,7 +20,7 @@ def _flags(values: dict) -> list[str]:
 
 
 def test_two_process_ddp_runs_two_steps(tmp_path, tiny_llama_dir):
-    from fintune.cli import main
+    from fintune.cli import run_main as main
 
     values = tiny_overrides(tmp_path, tiny_llama_dir, max_steps=2, save_steps=2, val_fraction=0.0)
     manifest = str(tmp_path / "run_manifest.json")

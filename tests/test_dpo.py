@@ -61,7 +61,7 @@ def _sft_adapter(tmp_path, base_dir, template: str):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from fintune.train.trainer import ADAPTER_RECORD
+    from fintune.adapters import ADAPTER_RECORD
 
     sft = tmp_path / "lora-sft"
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir), LoraConfig(r=4, target_modules=["q_proj"]))
@@ -74,7 +74,7 @@ def _sft_adapter(tmp_path, base_dir, template: str):
 
 
 def _pairs(cfg):
-    from fintune.data.jsonl import write_jsonl
+    from fintune.jsonl import write_jsonl
     from fintune.train.dpo import pairs_path
 
     pairs_path(cfg).parent.mkdir(parents=True, exist_ok=True)
@@ -95,7 +95,7 @@ def test_dpo_keeps_the_sft_adapters_tokenizer(tmp_path, tiny_llama_dir):
     sft = _sft_adapter(tmp_path, tiny_llama_dir, template)
     cfg = build_config(overrides=tiny_overrides(tmp_path, tiny_llama_dir, dpo=True, dpo_max_steps=1))
     _pairs(cfg)
-    out = dpo.run(cfg, sft, tmp_path / "lora", str(tiny_llama_dir), "fp32", on_cuda=False)
+    out = dpo.train_pairs(cfg, sft, tmp_path / "lora", str(tiny_llama_dir), "fp32", on_cuda=False)
     saved = AutoTokenizer.from_pretrained(out)
     assert saved.chat_template == template
     assert json.loads((out / "fintune_adapter.json").read_text())["dpo"]["backend"] == "peft"
@@ -110,9 +110,11 @@ def test_dpo_on_a_24_gb_card_stops_before_loading(tmp_path, monkeypatch):
     from conftest import ROOT
     from fintune.config import load_yaml
     from fintune.errors import UsageError
-    from fintune.train import backends, dpo, plan
+    from fintune import machine
+    from fintune.plan.shapes import GiB
+    from fintune.train import backends, dpo
 
-    monkeypatch.setattr(plan, "gpu_free_bytes", lambda: 23.5 * plan.GiB)
+    monkeypatch.setattr(machine, "gpu_free_bytes", lambda: 23.5 * GiB)
     monkeypatch.setattr(backends, "choose_backend", lambda requested: backends.Choice("unsloth", "stand-in"))
 
     def no_load(*a, **k):
@@ -124,7 +126,7 @@ def test_dpo_on_a_24_gb_card_stops_before_loading(tmp_path, monkeypatch):
                        {"dpo": True, "data_dir": str(tmp_path)})
     _pairs(cfg)
     with pytest.raises(UsageError, match="not enough GPU memory for DPO through unsloth.*--dpo_max_seq_length"):
-        dpo.run(cfg, tmp_path / "lora-sft", tmp_path / "lora", cfg.model.base_model, "bf16", on_cuda=True)
+        dpo.train_pairs(cfg, tmp_path / "lora-sft", tmp_path / "lora", cfg.model.base_model, "bf16", on_cuda=True)
 
 
 @pytest.mark.parametrize("variant", ["wheel", "think"])

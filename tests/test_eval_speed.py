@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from conftest import as_flags, require_llama_cpp, tiny_overrides
-from fintune.eval.stop import cut
+from fintune.scoring.stop import cut
 
 STOP_CASES = [
     ("Formula: x\nFinal answer: 25\nFinal answer: 26\n", "Formula: x\nFinal answer: 25\n", "final answer"),
@@ -47,7 +47,7 @@ def stand_in_gguf(path: Path, tag: str) -> None:
 def counting_runner(tmp_path, smollm2_dir, monkeypatch):
     """GGUFRunner on a stand-in model file, llama-completion replaced by a counter."""
     from fintune.eval import runner as rn
-    from fintune.export.llama_cpp import Completion, LlamaCpp
+    from fintune.llama_cpp import Completion, LlamaCpp
 
     calls = []
 
@@ -69,7 +69,7 @@ def counting_runner(tmp_path, smollm2_dir, monkeypatch):
 
 def test_cached_replies_are_reused_only_when_every_part_of_the_key_matches(counting_runner, monkeypatch):
     from fintune.eval import runner as rn
-    from fintune.export.llama_cpp import LlamaCpp
+    from fintune.llama_cpp import LlamaCpp
 
     make, calls, tmp = counting_runner
     prompts = ["p1", "p2"]
@@ -94,14 +94,14 @@ def test_cached_replies_are_reused_only_when_every_part_of_the_key_matches(count
     assert misses(make(gguf=other)) == 2                                      # model file content
     monkeypatch.setattr(LlamaCpp, "version", lambda self: "llama-cpp-python==0.3.37")
     assert misses(make()) == 2                                                # llama.cpp build
-    monkeypatch.setattr("fintune.eval.stop.RULE", "another rule")
+    monkeypatch.setattr("fintune.scoring.stop.RULE", "another rule")
     assert misses(make()) == 2                                                # stop rule
     assert misses(make()) == 0                                                # and now cached under it
 
 
 def test_quick_leaves_the_real_run_untouched(tmp_path, tiny_llama_dir):
     require_llama_cpp()
-    from fintune.cli import main
+    from fintune.cli import run_main as main
 
     real = tmp_path / "run_manifest.json"
     real.write_text('{"stages": {"train": {"status": "complete"}}}\n')
@@ -128,7 +128,7 @@ def test_llama_server_serves_more_requests_than_its_log_pipe_holds():
     from concurrent.futures import ThreadPoolExecutor
 
     from conftest import LLAMA_CPP
-    from fintune.export.llama_cpp import LlamaCpp, LlamaServer
+    from fintune.llama_cpp import LlamaCpp, LlamaServer
     from fintune.models import smollm2_gguf_path
 
     require_llama_cpp()
@@ -141,7 +141,7 @@ def test_llama_server_serves_more_requests_than_its_log_pipe_holds():
 
 
 def test_llama_cpp_version_names_the_instruction_sets_it_was_built_for(tmp_path):
-    from fintune.export.llama_cpp import LlamaCpp
+    from fintune.llama_cpp import LlamaCpp
 
     lc = LlamaCpp(tmp_path)
     assert lc.version() == "unknown"
@@ -175,7 +175,7 @@ def test_loop_check_answers_as_the_regex_it_replaced():
     import random
     import re
 
-    from fintune.eval.stop import ends_in_loop
+    from fintune.scoring.stop import ends_in_loop
 
     regex = re.compile(r"(.{1,40}?)\1{4,}$", re.S)
     rng, positives = random.Random(0), 0
@@ -195,10 +195,10 @@ def test_the_base_gguf_is_converted_beside_the_export_once_and_only_where_the_ev
     import threading
 
     from fintune.config import build_config
-    from fintune.eval import stage
+    from fintune import models as stage  # the base GGUF's helpers live in fintune.models
 
     monkeypatch.setenv("FINTUNE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr("fintune.train.backends.cuda_available", lambda: False)
+    monkeypatch.setattr("fintune.machine.cuda_available", lambda: False)
     converted, release = [], threading.Event()
 
     def convert(self, model_dir, outfile, outtype="f16"):
@@ -206,7 +206,7 @@ def test_the_base_gguf_is_converted_beside_the_export_once_and_only_where_the_ev
         converted.append((Path(model_dir), outtype))
         Path(outfile).write_bytes(b"GGUF")
 
-    monkeypatch.setattr("fintune.export.llama_cpp.LlamaCpp.convert", convert)
+    monkeypatch.setattr("fintune.llama_cpp.LlamaCpp.convert", convert)
     lora, base = tmp_path / "lora", tmp_path / "base-model"
     cfg = build_config(overrides={"lora_output_dir": str(lora), "eval_models": "base,F16"})
     assert stage.convert_base_beside(cfg) is None                    # no adapter record: nothing to read
@@ -222,7 +222,7 @@ def test_the_base_gguf_is_converted_beside_the_export_once_and_only_where_the_ev
     no_base = build_config(overrides={"lora_output_dir": str(lora), "eval_models": "F16,Q4_K_M"})
     (job.result()).unlink()
     assert stage.convert_base_beside(no_base) is None                # the eval runs no base model
-    monkeypatch.setattr("fintune.train.backends.cuda_available", lambda: True)
+    monkeypatch.setattr("fintune.machine.cuda_available", lambda: True)
     assert stage.convert_base_beside(cfg) is None                    # on a GPU the base runs in transformers
     assert len(converted) == 1
 
@@ -242,7 +242,7 @@ def test_gguf_models_at_once_and_their_threads(setting, cores, models, cuda, exp
     from fintune.eval import stage
 
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(cores)), raising=False)
-    monkeypatch.setattr("fintune.train.backends.cuda_available", lambda: cuda)
+    monkeypatch.setattr("fintune.machine.cuda_available", lambda: cuda)
     assert stage.concurrency(build_config(overrides={"eval_concurrency": setting}), models) == expected
 
 
@@ -258,11 +258,11 @@ def test_side_by_side_eval_keeps_the_model_order_and_gives_each_server_its_threa
     from fintune.eval import stage
     import shutil
 
-    from fintune.export import llama_cpp
+    from fintune import llama_cpp
 
     monkeypatch.setenv("FINTUNE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    monkeypatch.setattr("fintune.train.backends.cuda_available", lambda: False)
+    monkeypatch.setattr("fintune.machine.cuda_available", lambda: False)
     monkeypatch.setattr(llama_cpp.LlamaCpp, "version", lambda self: "llama-cpp-python==0.3.36")
     started, running, peak, lock = [], [0], [0], threading.Lock()
 

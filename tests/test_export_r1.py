@@ -23,7 +23,8 @@ def r1_run(tmp_path_factory, tiny_qwen2_r1_dir):
 
 
 def test_r1_tokenizer_is_recognised_by_llama_cpp(r1_run):
-    from fintune.export.gguf_check import read_header, verify
+    from fintune.export.gguf_check import verify
+    from fintune.gguf import read_header
 
     for path, qtype in ((r1_run.export.gguf_f16_path, "F16"), (r1_run.export.gguf_q4_path, "Q4_K_M"),
                         (r1_run.export.gguf_q8_path, "Q8_0")):

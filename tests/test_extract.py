@@ -4,7 +4,7 @@ SCORING_TABLE is the issue's contract: each row is (reply, gold, question,
 accuracy verdict, lenient verdict, counted as rescaled)."""
 import pytest
 
-from fintune.eval.extract import Expect, expectation, extract, score, wilson
+from fintune.scoring.extract import Expect, expectation, extract, score, wilson
 
 CASES = [
     ("Formula: FV = P × (1 + r)^n\nFV = 1000 × 1.157625 = 1157.63\nFinal answer: 1157.63", 1157.63, "final_answer"),

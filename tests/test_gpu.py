@@ -149,7 +149,7 @@ def test_r1_rehearsal_merge_checks_its_logits_and_export_keeps_the_r1_tokenizer(
 
 
 def test_r1_rehearsal_eval_ran_the_profiles_models_on_the_gpu(r1_unsloth_run):
-    from fintune.export.llama_cpp import LlamaCpp
+    from fintune.llama_cpp import LlamaCpp
 
     root, _ = r1_unsloth_run
     results = {r["model"]: r for r in json.loads((root / "eval" / "report.json").read_text())["results"]}

@@ -158,7 +158,7 @@ def test_r1_tokenizer_comes_from_the_saved_folder_where_the_wheel_is_absent(tmp_
 
 
 def test_the_gpu_tests_flags_make_the_configs_they_mean(tmp_path):
-    from fintune.cli import load_config, parse, pipeline_parser
+    from fintune.cli.parsers import load_config, parse, pipeline_parser
     from fintune.config import build_config, load_yaml
     from test_gpu import R1_PROFILE, _flags, r1_flags
 

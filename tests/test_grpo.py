@@ -56,12 +56,13 @@ def _sha(path: Path) -> str:
 
 @pytest.mark.slow
 def test_one_grpo_step_changes_the_adapter_and_leaves_the_base(sft, tiny_llama_dir, tmp_path, monkeypatch):
-    from fintune.train import final_adapter_dir, grpo
+    from fintune.adapters import final_adapter_dir
+    from fintune.train import grpo
 
     _varied_reward(monkeypatch)
     base_files = {p.name: _sha(p) for p in tiny_llama_dir.glob("*.safetensors")}
     cfg = _cfg(sft, tiny_llama_dir, checkpoint_dir=str(tmp_path / "ckpt"))
-    out = grpo.run_stage(cfg)
+    out = grpo.run(cfg)
     assert out == final_adapter_dir(cfg) and out.name == "lora-grpo"
     rec = json.loads((out / "fintune_adapter.json").read_text())["grpo"]
     assert rec["global_step"] == 1 and rec["backend"] == "peft" and rec["source_adapter"] == str(sft / "lora")
@@ -84,7 +85,7 @@ def test_grpo_resumes_from_its_checkpoint(sft, tiny_llama_dir, tmp_path, monkeyp
     from transformers import TrainerCallback
 
     from fintune.train import grpo
-    from fintune.train.signals import TrainingInterrupted
+    from fintune.errors import TrainingInterrupted
 
     _varied_reward(monkeypatch)
 
@@ -102,7 +103,7 @@ def test_grpo_resumes_from_its_checkpoint(sft, tiny_llama_dir, tmp_path, monkeyp
                grpo_max_steps=2, grpo_save_steps=5)
     monkeypatch.setattr(trl, "GRPOTrainer", Killed)
     with pytest.raises(TrainingInterrupted, match="resume_from_checkpoint latest"):
-        grpo.run_stage(cfg)
+        grpo.run(cfg)
     # the signal saved a checkpoint at step 1 although save_steps is 5 (fintune/train/signals.py)
     assert (tmp_path / "ckpt" / "grpo" / "checkpoint-1").is_dir()
     monkeypatch.setattr(trl, "GRPOTrainer", Killed.__mro__[1])
@@ -110,7 +111,7 @@ def test_grpo_resumes_from_its_checkpoint(sft, tiny_llama_dir, tmp_path, monkeyp
                                       "checkpoint_dir": str(tmp_path / "ckpt"), "grpo_max_steps": 2,
                                       "grpo_save_steps": 5, "resume_from_checkpoint": "latest"})
     assert grpo.resume_point(resumed).endswith("checkpoint-1")
-    out = grpo.run_stage(resumed)
+    out = grpo.run(resumed)
     rec = json.loads((out / "fintune_adapter.json").read_text())["grpo"]
     assert rec["global_step"] == 2 and rec["steps_this_run"] == 1
     steps = [row["step"] for row in map(json.loads, (out / "train_log.jsonl").read_text().splitlines())
@@ -124,7 +125,7 @@ def test_grpo_resumes_from_its_checkpoint(sft, tiny_llama_dir, tmp_path, monkeyp
 
 @pytest.mark.slow
 def test_skip_grpo_and_an_all_skip_rerun(sft, tiny_llama_dir, tmp_path, monkeypatch, caplog):
-    from fintune.cli import SKIP_FLAGS
+    from fintune.cli.parsers import SKIP_FLAGS
     from fintune.manifest import ArtifactError
     from fintune.pipeline import STAGES, inputs, run_pipeline
 
@@ -156,8 +157,8 @@ def test_skip_grpo_and_an_all_skip_rerun(sft, tiny_llama_dir, tmp_path, monkeypa
 
 
 def test_no_heldout_question_reaches_the_grpo_prompts(sft, tokenizer, tmp_path):
-    from fintune.data.jsonl import read_jsonl, write_jsonl
-    from fintune.data.prepare import text_hash
+    from fintune.jsonl import read_jsonl, write_jsonl
+    from fintune.prompts import text_hash
     from fintune.train.grpo import prompt_rows
 
     cfg = _cfg(sft, Path(tokenizer.name_or_path))
@@ -204,14 +205,16 @@ def test_prompts_are_asked_as_the_eval_asks(sft, r1_tokenizer_think, tokenizer):
 
 def _gpu_machine(monkeypatch, gpu_gib, ram_gib=128):
     """Stand-ins for the plan's machine queries, as tests/test_stage_plan.py machine()."""
-    from fintune.train import backends, plan, plan_stages
+    from fintune import machine
+    from fintune.plan import lines as plan_lines
+    from fintune.plan.shapes import GiB
 
-    monkeypatch.setattr(backends, "cuda_available", lambda: True)
-    monkeypatch.setattr(plan, "gpu_free_bytes", lambda: (gpu_gib - 0.5) * plan.GiB)
-    monkeypatch.setattr(plan_stages, "gpu_total_bytes", lambda: gpu_gib * plan.GiB)
-    monkeypatch.setattr(plan_stages, "ram_available_bytes", lambda: ram_gib * plan.GiB)
-    monkeypatch.setattr(plan_stages, "disk_free_bytes", lambda path: 2000 * plan.GiB)
-    monkeypatch.setattr(plan_stages, "llama_cpp_cuda", lambda root: True)
+    monkeypatch.setattr(machine, "cuda_available", lambda: True)
+    monkeypatch.setattr(machine, "gpu_free_bytes", lambda: (gpu_gib - 0.5) * GiB)
+    monkeypatch.setattr(machine, "gpu_total_bytes", lambda: gpu_gib * GiB)
+    monkeypatch.setattr(machine, "ram_available_bytes", lambda: ram_gib * GiB)
+    monkeypatch.setattr(machine, "disk_free_bytes", lambda path: 2000 * GiB)
+    monkeypatch.setattr(plan_lines, "llama_cpp_cuda", lambda root: True)
 
 
 @pytest.mark.parametrize("profile,gpu_gib", [("r1-distill-qwen-14b-24gb", 24), ("r1-distill-qwen-7b-h100", 80)])
@@ -219,14 +222,16 @@ def test_grpo_plan_line_fits_each_gpu_profile_and_counts_generation(profile, gpu
     from conftest import ROOT
     from fintune import cli
     from fintune.config import load_yaml
-    from fintune.train import plan, plan_stages
-    from fintune.train.plan_grpo import grpo_memory
+    from fintune.plan import stages as plan_stages
+    from fintune.plan.grpo import grpo_memory
+    from fintune.plan.lines import this_machine
+    from fintune.plan.shapes import GiB
 
     _gpu_machine(monkeypatch, gpu_gib)
     path = ROOT / "configs" / f"{profile}.yaml"
     cfg = build_config(load_yaml(path), {"grpo": True})
-    lines = {ln.stage: ln for ln in plan_stages.stages(cfg, "unsloth", plan_stages.this_machine(cfg))}
-    assert lines["grpo"].ok and lines["grpo"].gpu <= (gpu_gib - 0.5) * plan.GiB
+    lines = {ln.stage: ln for ln in plan_stages.stages(cfg, "unsloth", this_machine(cfg))}
+    assert lines["grpo"].ok and lines["grpo"].gpu <= (gpu_gib - 0.5) * GiB
     assert list(lines).index("grpo") == list(lines).index("merge") - 1
     t = cfg.train
     # the KV cache of the step's replies grows with the group and the reply length
@@ -236,7 +241,7 @@ def test_grpo_plan_line_fits_each_gpu_profile_and_counts_generation(profile, gpu
     kl = build_config(load_yaml(path), {"grpo": True, "grpo_beta": 0.04})
     assert grpo_memory(kl, "peft") > grpo_memory(cfg, "peft") and grpo_memory(kl, "unsloth") == \
         grpo_memory(cfg, "unsloth")
-    assert cli.main(["--config", str(path), "--grpo", "--backend", "unsloth", "--dry_run"]) == 0
+    assert cli.run_main(["--config", str(path), "--grpo", "--backend", "unsloth", "--dry_run"]) == 0
     assert "  grpo  " in capsys.readouterr().out
 
 

@@ -3,7 +3,7 @@ generation cut inside a multi-byte character) and llama.cpp's timing lines."""
 import stat
 from pathlib import Path
 
-from fintune.export.llama_cpp import LlamaCpp
+from fintune.llama_cpp import LlamaCpp
 
 FAKE = """#!/bin/sh
 printf 'Final answer: 12 \\342\\202'
@@ -46,7 +46,7 @@ CUDA_STAMP = "llama-cpp-python==0.3.36 targets=llama-quantize llama-completion c
 def test_every_layer_offloaded_only_for_a_cuda_build(tmp_path):
     """Defect 5: the tools ran without -ngl. -ngl takes a number, 'auto' or 'all'
     (llama.cpp common/arg.cpp, the -ngl/--gpu-layers option)."""
-    from fintune.export.llama_cpp import LlamaServer
+    from fintune.llama_cpp import LlamaServer
 
     for stamp, cuda in ((CPU_STAMP, False), (CUDA_STAMP, True)):
         root = tmp_path / ("cuda" if cuda else "cpu")
@@ -71,7 +71,7 @@ def test_cmake_cache_of_a_hand_built_tree_counts(tmp_path):
 
 def test_gguf_runner_reports_its_device(tmp_path, tiny_llama_dir):
     from fintune.eval.runner import GGUFRunner
-    from fintune.eval.sampling import GREEDY
+    from fintune.sampling import GREEDY
 
     for stamp, device in ((CPU_STAMP, "cpu (llama.cpp)"), (CUDA_STAMP, "cuda (llama.cpp)")):
         root = tmp_path / device.split()[0]

@@ -10,7 +10,7 @@ import pytest
 
 from fintune.config import build_config
 from fintune.data import market
-from fintune.data.jsonl import DataError
+from fintune.jsonl import DataError
 
 
 @pytest.fixture

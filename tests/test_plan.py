@@ -4,7 +4,7 @@ import sys
 
 from conftest import ROOT, tiny_overrides
 from fintune.config import build_config
-from fintune.train import plan
+from fintune.plan import training as plan
 
 
 def test_parameter_counts_match_a_real_model_and_peft(tiny_llama_dir, tmp_path):
@@ -41,7 +41,7 @@ def test_known_r1_sizes_without_download(tmp_path):
 
 
 def test_dry_run_prints_the_plan_and_loads_no_model():
-    code = ("import sys; from fintune.cli import main; "
+    code = ("import sys; from fintune.cli import run_main as main; "
             "rc = main(['--config', 'configs/r1-distill-qwen-14b-24gb.yaml', '--backend', 'unsloth', '--dry_run']); "
             "assert 'transformers' not in sys.modules and 'unsloth' not in sys.modules; sys.exit(rc)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -88,10 +88,11 @@ def test_14b_profile_refuses_to_load_on_a_24_gb_card(monkeypatch, tmp_path):
 
     from fintune.config import load_yaml
     from fintune.errors import UsageError
-    from fintune.train import backends, trainer
+    from fintune import machine
+    from fintune.train import trainer
 
-    monkeypatch.setattr(backends, "cuda_available", lambda: True)
-    monkeypatch.setattr(plan, "gpu_free_bytes", lambda: 24 * plan.GiB)
+    monkeypatch.setattr(machine, "cuda_available", lambda: True)
+    monkeypatch.setattr(machine, "gpu_free_bytes", lambda: 24 * plan.GiB)
 
     def no_load(*a, **k):
         raise AssertionError("a model was loaded before the memory check")

@@ -13,7 +13,7 @@ import pytest
 from conftest import LLAMA_CPP, require_llama_cpp
 from fintune.data.prepare import problem_to_chat
 from fintune.data.quant import generate_set
-from fintune.eval.extract import extract, score
+from fintune.scoring.extract import extract, score
 from fintune.eval.runner import build_prompt
 from fintune.prompts import INSTRUCTIONS, user_prompt
 from fintune.templates import R1_EOS, ThinkTagError, detect, r1_reply, tokenize_example
@@ -162,8 +162,8 @@ def test_gguf_eval_prompt_has_exactly_one_bos(model, request, tmp_path, monkeypa
     from transformers import AutoTokenizer
 
     from fintune.eval.runner import GGUFRunner
-    from fintune.export.gguf_check import read_header
-    from fintune.export.llama_cpp import Completion, LlamaCpp, LlamaServer
+    from fintune.gguf import read_header
+    from fintune.llama_cpp import Completion, LlamaCpp, LlamaServer
 
     model_dir = request.getfixturevalue(model)
     lc = LlamaCpp(LLAMA_CPP)
@@ -194,8 +194,8 @@ def test_gguf_carries_the_chat_template_the_adapter_was_trained_with(variant, re
     require_llama_cpp()
     from transformers import AutoTokenizer
 
-    from fintune.export.gguf_check import read_header
-    from fintune.export.llama_cpp import LlamaCpp
+    from fintune.gguf import read_header
+    from fintune.llama_cpp import LlamaCpp
 
     model_dir = tmp_path / "merged"
     shutil.copytree(tiny_qwen2_r1_dir, model_dir)

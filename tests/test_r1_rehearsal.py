@@ -101,7 +101,7 @@ def _flags(root: Path, profile: str, variant: str) -> list[str]:
 
 @pytest.fixture(scope="module", params=list(RUNS))
 def rehearsal(request, tmp_path_factory, hub_cache):
-    from fintune.cli import load_config, parse, pipeline_parser
+    from fintune.cli.parsers import load_config, parse, pipeline_parser
 
     require_llama_cpp()
     profile, variant = request.param, RUNS[request.param]
@@ -149,8 +149,8 @@ def _split(ids, labels):
 
 
 def test_each_training_example_is_the_templates_prompt_then_the_reply_as_the_model_writes_it(rehearsal):
-    from fintune.data.jsonl import read_jsonl
-    from fintune.eval.extract import extract
+    from fintune.jsonl import read_jsonl
+    from fintune.scoring.extract import extract
     from fintune.templates import detect, tokenize_example
 
     _, variant, _, _, cfg = rehearsal[:5]
@@ -181,7 +181,7 @@ def test_each_training_example_is_the_templates_prompt_then_the_reply_as_the_mod
 
 
 def test_eval_prompt_is_the_training_prompt_with_one_bos_at_llama_cpp(rehearsal):
-    from fintune.data.jsonl import read_jsonl
+    from fintune.jsonl import read_jsonl
     from fintune.prompts import instruction_text
     from fintune.templates import for_llama_cpp
 
@@ -205,7 +205,8 @@ def test_eval_prompt_is_the_training_prompt_with_one_bos_at_llama_cpp(rehearsal)
 
 
 def test_gguf_carries_the_trained_template_and_the_modelfile_its_generation_prompt(rehearsal):
-    from fintune.export.gguf_check import read_header, verify
+    from fintune.export.gguf_check import verify
+    from fintune.gguf import read_header
 
     _, variant, _, _, cfg = rehearsal[:5]
     tok = _tokenizer(cfg)
@@ -219,8 +220,8 @@ def test_gguf_carries_the_trained_template_and_the_modelfile_its_generation_prom
 
 
 def test_a_reply_of_the_trained_shape_scores(rehearsal):
-    from fintune.data.jsonl import read_jsonl
-    from fintune.eval.extract import expectation, extract, score
+    from fintune.jsonl import read_jsonl
+    from fintune.scoring.extract import expectation, extract, score
     from fintune.prompts import INSTRUCTIONS
     from fintune.templates import r1_reply
 

@@ -2,7 +2,7 @@
 predictions with the current rules; nothing is generated."""
 import json
 
-from fintune.eval.cli import main
+from fintune.cli import eval_main as main
 
 ITEMS = [
     {"id": "a", "question": "What is the abnormal return?", "context": None, "answer": "0", "answer_numeric": 0.0},

@@ -1,6 +1,6 @@
 """GRPO's rewards (fintune/train/rewards.py): a table of replies with what each
 component gives them. The judgement is the eval's: the stop rule
-(fintune/eval/stop.py cut), then the scorer (fintune/eval/extract.py), and the
+(fintune/scoring/stop.py cut), then the scorer (fintune/scoring/extract.py), and the
 formula / substitution lines as eval/report.py step_matches counts them."""
 import math
 

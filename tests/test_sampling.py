@@ -5,8 +5,8 @@ import json
 import pytest
 
 from fintune.errors import UsageError
-from fintune.eval.sampling import GREEDY, OLLAMA_DEFAULTS, PRESETS, Preset, Sampling
-from fintune.export.modelfile import render
+from fintune.sampling import GREEDY, OLLAMA_DEFAULTS, PRESETS, Preset, Sampling
+from fintune.export.modelfile import modelfile_text as render
 from fintune.registry import UnknownNameError
 from fintune.templates import FAMILIES
 
@@ -46,7 +46,7 @@ def test_presets_by_name_and_their_errors():
 
 
 def test_every_setting_reaches_llama_cpp(monkeypatch):
-    from fintune.export import llama_cpp
+    from fintune import llama_cpp
 
     s = Sampling(0.2, 0.9, 3, top_k=40, min_p=0.0, repeat_penalty=1.1, repeat_last_n=64)
     assert s.cli_flags() == ["--top-k", "40", "--min-p", "0.0", "--repeat-penalty", "1.1", "--repeat-last-n", "64"]

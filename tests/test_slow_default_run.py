@@ -5,7 +5,7 @@ import subprocess
 import pytest
 
 from conftest import LLAMA_CPP, require_llama_cpp
-from fintune.cli import main
+from fintune.cli import run_main as main
 
 pytestmark = pytest.mark.slow
 

@@ -10,24 +10,24 @@ import pytest
 from conftest import ROOT
 from fintune.config import build_config, load_yaml
 from fintune.errors import UsageError
-from fintune.train import plan, plan_stages
+from fintune import machine as facts
+from fintune.plan import lines as plan_lines
+from fintune.plan import stages as plan_stages
+from fintune.plan.shapes import GiB, Shapes, model_config
 
-GiB = plan.GiB
 P14 = ROOT / "configs" / "r1-distill-qwen-14b-24gb.yaml"
 P7 = ROOT / "configs" / "r1-distill-qwen-7b-h100.yaml"
 
 
 def machine(monkeypatch, gpu_gib, ram_gib, disk_gib=2000, llama_cuda=True):
     """Stand-ins for the machine queries; the GPU's free memory is its size less 0.5 GiB."""
-    from fintune.train import backends
-
     free = None if gpu_gib is None else (gpu_gib - 0.5) * GiB
-    monkeypatch.setattr(backends, "cuda_available", lambda: gpu_gib is not None)
-    monkeypatch.setattr(plan, "gpu_free_bytes", lambda: free)
-    monkeypatch.setattr(plan_stages, "gpu_total_bytes", lambda: gpu_gib * GiB)
-    monkeypatch.setattr(plan_stages, "ram_available_bytes", lambda: ram_gib * GiB)
-    monkeypatch.setattr(plan_stages, "disk_free_bytes", lambda path: disk_gib * GiB)
-    monkeypatch.setattr(plan_stages, "llama_cpp_cuda", lambda root: llama_cuda)
+    monkeypatch.setattr(facts, "cuda_available", lambda: gpu_gib is not None)
+    monkeypatch.setattr(facts, "gpu_free_bytes", lambda: free)
+    monkeypatch.setattr(facts, "gpu_total_bytes", lambda: gpu_gib * GiB)
+    monkeypatch.setattr(facts, "ram_available_bytes", lambda: ram_gib * GiB)
+    monkeypatch.setattr(facts, "disk_free_bytes", lambda path: disk_gib * GiB)
+    monkeypatch.setattr(plan_lines, "llama_cpp_cuda", lambda root: llama_cuda)
 
 
 def profile(path, **overrides):
@@ -35,9 +35,9 @@ def profile(path, **overrides):
 
 
 def by_stage(cfg, backend="unsloth"):
-    m = plan_stages.this_machine(cfg)
+    m = plan_lines.this_machine(cfg)
     lines = plan_stages.stages(cfg, backend, m)
-    return {ln.stage: ln for ln in lines}, plan_stages.render(cfg, lines, m)
+    return {ln.stage: ln for ln in lines}, plan_stages.render_stages(cfg, lines, m)
 
 
 def test_14b_on_a_24_gb_card_with_64_gb_ram(monkeypatch):
@@ -132,7 +132,7 @@ def test_merge_and_export_refuse_when_the_disk_is_short(monkeypatch):
 
 
 def test_dry_run_prints_every_stage_line(monkeypatch, capsys):
-    from fintune.cli import main
+    from fintune.cli import run_main as main
 
     machine(monkeypatch, 24, 64)
     assert main(["--config", str(P14), "--backend", "unsloth", "--dpo", "--dry_run"]) == 0
@@ -158,7 +158,7 @@ def hub_base(tmp_path_factory, smollm2_dir):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from fintune.train.trainer import ADAPTER_RECORD
+    from fintune.adapters import ADAPTER_RECORD
 
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(smollm2_dir)
@@ -189,7 +189,7 @@ def test_merge_of_a_hub_id_goes_by_shard_when_ram_is_short(hub_base, monkeypatch
     from fintune import merge
 
     monkeypatch.setattr(hfc, "HF_HUB_CACHE", str(hub_base / "hub"))
-    n = sum(plan.Shapes.of(plan.model_config("some-org/tiny-merge")).params())
+    n = sum(Shapes.of(model_config("some-org/tiny-merge")).params())
     assert 25e6 < n < 35e6  # the config was read from the cache, offline
     machine(monkeypatch, None, ram_gib=(8 * n * 1.1) / GiB)  # in memory needs 8n: not within 80% of this
     cfg = build_config(overrides={"base_model": "some-org/tiny-merge", "lora_output_dir": str(hub_base / "adapter"),

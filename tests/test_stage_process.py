@@ -16,7 +16,7 @@ from conftest import ROOT, as_flags, require_llama_cpp, tiny_overrides
 from fintune.config import build_config
 from fintune.errors import StageProcessError, UsageError
 from fintune.pipeline import run_in_child
-from fintune.worker import TRAIN_ENTRY
+from fintune.train.trainer import run as TRAIN_ENTRY
 
 TESTS = Path(__file__).resolve().parent
 
@@ -72,7 +72,7 @@ def _child_cfg(tmp_path, tiny_llama_dir, monkeypatch):
 def test_a_bug_in_a_stage_process_prints_and_keeps_its_traceback(tmp_path, tiny_llama_dir, monkeypatch, capfd):
     cfg = _child_cfg(tmp_path, tiny_llama_dir, monkeypatch)
     with pytest.raises(StageProcessError) as e:
-        run_in_child("merge", "test_stage_process:_boom", cfg)
+        run_in_child("merge", _boom, cfg)
     assert e.value.returncode == 1
     assert e.value.error.startswith("Traceback") and "ZeroDivisionError: division by zero" in e.value.error
     assert "Traceback (most recent call last)" in capfd.readouterr().err
@@ -81,7 +81,7 @@ def test_a_bug_in_a_stage_process_prints_and_keeps_its_traceback(tmp_path, tiny_
 def test_a_user_error_in_a_stage_process_is_one_line(tmp_path, tiny_llama_dir, monkeypatch, capfd):
     cfg = _child_cfg(tmp_path, tiny_llama_dir, monkeypatch)
     with pytest.raises(StageProcessError) as e:
-        run_in_child("train", "test_stage_process:_user_error", cfg)
+        run_in_child("train", _user_error, cfg)
     assert e.value.returncode == 2 and e.value.error.startswith("train.optim 'adamw_9bit'")
     err = capfd.readouterr().err
     assert "error: train.optim 'adamw_9bit'" in err and "Traceback" not in err
@@ -90,10 +90,10 @@ def test_a_user_error_in_a_stage_process_is_one_line(tmp_path, tiny_llama_dir, m
 def test_a_bug_in_process_is_not_turned_into_a_one_line_error(tmp_path, tiny_llama_dir, monkeypatch):
     """The orchestrator's own stages (data, export): a non-project exception keeps its
     traceback, and the manifest records it."""
-    from fintune import data
-    from fintune.cli import main
+    from fintune.cli import run_main as main
+    from fintune.pipeline import STAGES
 
-    monkeypatch.setattr(data, "run", _boom)
+    monkeypatch.setattr(STAGES[0], "entry", _boom)  # the data stage
     flags = as_flags(tiny_overrides(tmp_path, tiny_llama_dir))
     with pytest.raises(ZeroDivisionError):
         main(flags + ["--manifest", str(tmp_path / "m.json"), "--config", "configs/cpu-smollm2.yaml"])
@@ -102,7 +102,7 @@ def test_a_bug_in_process_is_not_turned_into_a_one_line_error(tmp_path, tiny_lla
 
 
 def test_cli_exit_codes_for_a_stage_process_that_failed(caplog):
-    from fintune.cli import report_error
+    from fintune.errors import report as report_error
 
     assert report_error(StageProcessError("merge", 1, "Traceback ...")) == 1
     assert "its traceback is above and in the run manifest" in caplog.text

@@ -216,8 +216,9 @@ def test_overlong_rows_are_counted_not_silently_dropped(tokenizer):
 
 
 def test_unsloth_is_refused_without_cuda():
-    from fintune.train.backends import choose_backend, cuda_available
     from fintune.errors import UsageError
+    from fintune.machine import cuda_available
+    from fintune.train.backends import choose_backend
 
     if cuda_available():
         pytest.skip("machine has CUDA")
@@ -234,7 +235,7 @@ def test_avx2_cpu_trains_in_fp32_without_timing_bf16(monkeypatch):
     import torch
 
     from fintune.config import build_config
-    from fintune.train import backends
+    from fintune import machine as backends  # the machine's bf16 speed lives in fintune.machine
     from fintune.train.trainer import pick_precision
 
     cfg = build_config(overrides={"precision": "auto"})
@@ -250,13 +251,14 @@ def test_avx2_cpu_trains_in_fp32_without_timing_bf16(monkeypatch):
 
 def test_attention_auto_is_eager_only_where_the_layers_are_compiled_on_a_cpu(tmp_path, tiny_llama_dir, monkeypatch):
     from fintune.config import ConfigError
+    from fintune import machine
     from fintune.train import backends
 
     def pick(on_cuda=False, precision="bf16", **flags):
         cfg = build_config(overrides=tiny_overrides(tmp_path, tiny_llama_dir, **flags))
         return backends.attention_for(cfg, on_cuda, precision)
 
-    monkeypatch.setattr(backends, "has_cpp_compiler", lambda: True)
+    monkeypatch.setattr(machine, "has_cpp_compiler", lambda: True)
     assert pick(torch_compile=True) == "eager"
     assert pick(torch_compile=True, precision="fp32") is None        # SDPA's fp32 kernel is the faster one
     assert pick(torch_compile=False) is None                         # eager mode: SDPA (transformers' default)
@@ -264,7 +266,7 @@ def test_attention_auto_is_eager_only_where_the_layers_are_compiled_on_a_cpu(tmp
     assert pick(torch_compile=True, max_seq_length=2048) is None     # long rows: no [T, T] scores kept per layer
     assert pick(torch_compile=False, attention="eager") == "eager"   # an explicit choice wins
     assert pick(torch_compile=True, attention="sdpa") == "sdpa"
-    monkeypatch.setattr(backends, "has_cpp_compiler", lambda: False)
+    monkeypatch.setattr(machine, "has_cpp_compiler", lambda: False)
     assert pick(torch_compile=True) is None                          # nothing will be compiled
     with pytest.raises(ConfigError, match="train.attention must be one of auto, eager, sdpa"):
         build_config(overrides={"attention": "fast"})

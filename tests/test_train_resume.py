@@ -54,7 +54,7 @@ def _adapter(out):
 def test_sigterm_saves_a_checkpoint_and_resume_matches_an_uninterrupted_run(tmp_path, tiny_llama_dir,
                                                                                data_dir, monkeypatch):
     from fintune import train
-    from fintune.train.signals import TrainingInterrupted
+    from fintune.errors import TrainingInterrupted
 
     straight = train.run(_cfg(tmp_path / "a", tiny_llama_dir, data_dir=str(data_dir)))
 

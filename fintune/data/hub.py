@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from fintune.data.jsonl import DataError
+from fintune.jsonl import DataError
 
 log = logging.getLogger(__name__)
 QUESTION = ("question", "instruction", "prompt", "input_text", "query")

@@ -11,8 +11,8 @@ import math
 import random
 from pathlib import Path
 
-from fintune.data.jsonl import DataError
-from fintune.data.quant import Problem, fmt, pct
+from fintune.data.quant_base import Problem, fmt, pct
+from fintune.jsonl import DataError
 
 log = logging.getLogger(__name__)
 COLUMNS = ("Date", "Open", "High", "Low", "Close", "Volume")

@@ -7,10 +7,8 @@ Writes into ``data_dir``: ``train.jsonl`` (chat ``messages`` + ``source`` + ``id
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import logging
-import re
 from collections import Counter
 from pathlib import Path
 
@@ -18,22 +16,14 @@ from fintune.config import PipelineConfig
 from fintune.data import market, quant
 from fintune.data.hub import load_source
 from fintune.data.formats import FORMATS, RowError, describe_formats, detect
-from fintune.data.jsonl import DataError, read_jsonl, write_jsonl
 from fintune.data.sources import EXTENSIONS, NO_ROWS, read_rows, user_files
 from fintune.data.tokens import check_rows
+from fintune.jsonl import DataError, read_jsonl, write_jsonl
 from fintune.manifest import atomic_path, write_json_atomic
-from fintune.prompts import restate_answer, user_prompt
+from fintune.prompts import first_user_text, restate_answer, text_hash, user_prompt
 from fintune.templates import ThinkTagError, check_think_tags
 
 log = logging.getLogger(__name__)
-
-
-def normalize(text: str) -> str:
-    return re.sub(r"\s+", " ", text).strip().lower()
-
-
-def text_hash(text: str) -> str:
-    return hashlib.sha256(normalize(text).encode()).hexdigest()[:20]
 
 
 def market_problems(d) -> tuple[list, list]:
@@ -180,16 +170,40 @@ def contamination_hashes(patterns: list[str]) -> dict[str, str]:
     return hashes
 
 
-def first_user_text(messages: list[dict]) -> str:
-    return next(m["content"] for m in messages if m["role"] == "user")
-
-
 def run(cfg: PipelineConfig) -> Path:
+    """Gather every source, drop duplicates and evaluation items, check tokens and the
+    reject rate, then write the split (nothing is written when a check fails but the
+    rejects, to read why)."""
     d = cfg.data
     out = Path(d.data_dir)
     rejects: list[dict] = []
     counts: Counter = Counter()
+    rows, heldout, dpo_rows, empty_files, families = gather(d, rejects, counts)
+    if empty_files and d.strict_inputs:
+        _write_rejects(out, rejects)
+        raise DataError("--strict_inputs: " + "; ".join(f"{f['file']} gave no rows ({f['reason']})"
+                                                       for f in empty_files))
+    rows = dedupe(rows, rejects, counts)
+    rows, guarded = decontaminate(rows, heldout, dpo_rows, d.contamination_files, counts)
+    if d.token_check:
+        rows, token_stats = check_rows(rows, cfg.model.base_model, cfg.model.max_seq_length, rejects, counts)
+    else:
+        token_stats = {"checked": False}
+    n_rejected = reject_gate(d, out, rejects, counts)
+    heldout_rows = [problem_to_eval(p, i, split) for i, (split, p) in enumerate(heldout)]
+    stats = {"train": len(rows), "heldout": len(heldout_rows), "dpo_pairs": len(dpo_rows), "counts": dict(counts),
+             "files_without_rows": empty_files, "families": families,
+             "external_eval_items_guarded": guarded, "tokens": token_stats}
+    write(out, rows, heldout_rows, rejects, dpo_rows, stats)
+    log.info("data: %d train rows, %d held-out items, %d rejected, %d duplicates removed -> %s",
+             len(rows), len(heldout_rows), n_rejected, counts["duplicates_removed"], out)
+    print(stats_table(stats))
+    return out
 
+
+def gather(d, rejects: list[dict], counts: Counter) -> tuple[list, list, list, list, dict]:
+    """(training rows, held-out (split, problem) pairs, DPO pairs, user files that gave no
+    row, generated families drawn) from the generators, the hub and the user's files."""
     train_problems, unseen, fresh = quant_draws(d)
     heldout = [pair for i in range(len(unseen)) for pair in
                [("unseen_template", unseen[i])] + ([("random", fresh[i])] if i < len(fresh) else [])]
@@ -206,13 +220,11 @@ def run(cfg: PipelineConfig) -> Path:
         counts[f"kept:hub:{spec}"] = len(hub_rows)
         rows += hub_rows
     user_rows, dpo_rows, empty_files = read_user_files(d, rejects, counts)
-    rows += user_rows
-    if empty_files and d.strict_inputs:
-        _write_rejects(out, rejects)
-        raise DataError("--strict_inputs: " + "; ".join(f"{f['file']} gave no rows ({f['reason']})"
-                                                       for f in empty_files))
+    return rows + user_rows, heldout, dpo_rows, empty_files, dict(Counter(p.family for p in train_problems))
 
-    # Exact duplicates (normalized full conversation) are dropped, and counted.
+
+def dedupe(rows: list[dict], rejects: list[dict], counts: Counter) -> list[dict]:
+    """Exact duplicates (normalized full conversation) are dropped, and counted."""
     seen, unique = set(), []
     for r in rows:
         h = text_hash(json.dumps(r.get("messages") or r.get("text")))
@@ -222,24 +234,28 @@ def run(cfg: PipelineConfig) -> Path:
             continue
         seen.add(h)
         unique.append(r)
-    rows = unique
+    return unique
 
-    # Evaluation items never reach training: held-out questions and external sets.
+
+def decontaminate(rows: list[dict], heldout: list, dpo_rows: list[dict], patterns: list[str],
+                  counts: Counter) -> tuple[list[dict], int]:
+    """Evaluation items never reach training: a row asking a held-out question is dropped
+    (and counted); one asking an external eval set's question stops the stage. Returns the
+    rows and how many external items were guarded."""
     heldout_q = {text_hash(p.question) for _, p in heldout}
-    rows_before = len(rows)
-    rows = [r for r in rows if text_hash(_question_of(r)) not in heldout_q]
-    counts["dropped_overlapping_heldout"] = rows_before - len(rows)
-    external = contamination_hashes(d.contamination_files)
-    for r in rows + [{**p, "messages": p["prompt"]} for p in dpo_rows]:
+    kept = [r for r in rows if text_hash(_question_of(r)) not in heldout_q]
+    counts["dropped_overlapping_heldout"] = len(rows) - len(kept)
+    external = contamination_hashes(patterns)
+    for r in kept + [{**p, "messages": p["prompt"]} for p in dpo_rows]:
         hit = external.get(text_hash(_question_of(r)))
         if hit:
             raise DataError(f"training row {r['id']} ({r['source']}) is an evaluation item: {hit}")
+    return kept, len(external)
 
-    if d.token_check:
-        rows, token_stats = check_rows(rows, cfg.model.base_model, cfg.model.max_seq_length, rejects, counts)
-    else:
-        token_stats = {"checked": False}
 
+def reject_gate(d, out: Path, rejects: list[dict], counts: Counter) -> int:
+    """Stop when more than max_reject_fraction of the user's rows were rejected (the
+    rejects are written, to read why); returns how many were."""
     user_total = sum(v for k, v in counts.items() if k.startswith("rejected:") or
                      (k.startswith("kept:") and ":" not in k[5:]))  # user files only
     n_rejected = sum(v for k, v in counts.items() if k.startswith("rejected:"))
@@ -247,12 +263,12 @@ def run(cfg: PipelineConfig) -> Path:
         _write_rejects(out, rejects)
         raise DataError(f"{n_rejected} of {user_total} user rows rejected (more than "
                         f"{d.max_reject_fraction:.0%}); see {out / 'rejects.jsonl'}")
+    return n_rejected
 
-    heldout_rows = [problem_to_eval(p, i, split) for i, (split, p) in enumerate(heldout)]
-    stats = {"train": len(rows), "heldout": len(heldout_rows), "dpo_pairs": len(dpo_rows), "counts": dict(counts),
-             "files_without_rows": empty_files,
-             "families": dict(Counter(p.family for p in train_problems)),
-             "external_eval_items_guarded": len(external), "tokens": token_stats}
+
+def write(out: Path, rows: list[dict], heldout_rows: list[dict], rejects: list[dict], dpo_rows: list[dict],
+          stats: dict) -> None:
+    """Every file at once: the folder appears under its name only when complete."""
     with atomic_path(out) as tmp:
         tmp.mkdir(parents=True)
         write_jsonl(tmp / "train.jsonl", rows)
@@ -261,10 +277,6 @@ def run(cfg: PipelineConfig) -> Path:
         if dpo_rows:
             write_jsonl(tmp / "dpo.jsonl", dpo_rows)
         write_json_atomic(tmp / "stats.json", stats)
-    log.info("data: %d train rows, %d held-out items, %d rejected, %d duplicates removed -> %s",
-             len(rows), len(heldout_rows), n_rejected, counts["duplicates_removed"], out)
-    print(stats_table(stats))
-    return out
 
 
 def _question_of(row: dict) -> str:

@@ -13,65 +13,15 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, field
 from typing import Callable
 
-from fintune.registry import Registry
+from fintune.data import quant_families  # noqa: F401 - registers the other families
+from fintune.data.quant_base import FAMILIES, Family, Problem, family, fmt, money, pct, rounded
+
+__all__ = ["FAMILIES", "Family", "Problem", "family", "fmt", "money", "pct", "rounded", "generate", "generate_set",
+           "generate_unseen", "curriculum_digest"]
 
 
-
-
-@dataclass
-class Problem:
-    family: str
-    template: int
-    question: str
-    steps: list[str]
-    answer: float
-    unit: str  # "percent", "currency", "ratio", "shares", "fraction"
-    meta: dict = field(default_factory=dict)
-
-    def solution(self) -> str:
-        return "\n".join(self.steps + [f"Final answer: {fmt(self.answer)}"])
-
-
-@dataclass
-class Family:
-    name: str
-    templates: list[str]
-    make: Callable[[random.Random], tuple[dict, list[str], float, str]]
-
-
-FAMILIES: Registry[Family] = Registry("quant family")
-
-
-def family(name: str, templates: list[str]):
-    def deco(fn):
-        FAMILIES.register(name, Family(name, templates, fn))
-        return fn
-    return deco
-
-
-def fmt(x: float, digits: int = 4) -> str:
-    """Round for display: 2 decimals for large values, up to `digits` otherwise."""
-    if isinstance(x, int) or float(x).is_integer():
-        return str(int(x))
-    nd = 2 if abs(x) >= 100 else digits
-    s = f"{x:.{nd}f}".rstrip("0").rstrip(".")
-    return "0" if s in ("-0", "") else s
-
-
-def money(x: float) -> str:
-    return f"{x:,.2f}".rstrip("0").rstrip(".") if not float(x).is_integer() else f"{int(x):,}"
-
-
-def _r(x: float, nd: int = 6) -> float:
-    return round(x, nd)
-
-
-def pct(x: float) -> float:
-    """Fraction -> percent, rounded the way answers are stated."""
-    return round(100 * x, 2)
 
 
 @family("compound_interest", [
@@ -95,7 +45,7 @@ def _compound(rng):
     steps = ["Formula: FV = P × (1 + r)^n", f"Substitute: P = {P}, r = {fmt(r / 100)}, n = {n}"]
     acc = 1.0
     for k in range(1, n + 1):
-        acc = _r(acc * g)
+        acc = rounded(acc * g)
         steps.append(f"(1 + r)^{k} = {fmt(acc, 6)}")
     fv = round(P * acc, 2)
     steps.append(f"FV = {P} × {fmt(acc, 6)} = {fmt(fv)}")
@@ -119,8 +69,8 @@ def _cagr(rng):
     A = rng.randrange(1000, 20001, 500)
     n = rng.randint(2, 8)
     B = round(A * (1 + rng.uniform(-0.05, 0.2)) ** n / 100) * 100
-    ratio = _r(B / A)
-    root = _r(ratio ** (1 / n))
+    ratio = rounded(B / A)
+    root = rounded(ratio ** (1 / n))
     cagr = pct(root - 1)
     steps = ["Formula: CAGR = (End / Start)^(1/n) - 1", f"Substitute: End = {B}, Start = {A}, n = {n}",
              f"End / Start = {B} / {A} = {fmt(ratio, 6)}",
@@ -146,7 +96,7 @@ def _drawdown(rng):
     peak = rng.randrange(50, 1001, 5)
     trough = round(peak * rng.uniform(0.5, 0.97))
     diff = peak - trough
-    frac = _r(diff / peak)
+    frac = rounded(diff / peak)
     dd = pct(diff / peak)
     steps = ["Formula: Drawdown = (Peak - Trough) / Peak", f"Substitute: Peak = {peak}, Trough = {trough}",
              f"Peak - Trough = {peak} - {trough} = {diff}",
@@ -176,7 +126,7 @@ def _max_drawdown(rng):
     peak, best = prices[0], (0.0, prices[0], prices[0])
     for p in prices:
         peak = max(peak, p)
-        dd = _r((peak - p) / peak)
+        dd = rounded((peak - p) / peak)
         steps.append(f"price {p}: peak {peak}, drawdown ({peak} - {p}) / {peak} = {fmt(dd, 6)}")
         if dd > best[0]:
             best = (dd, peak, p)
@@ -229,7 +179,7 @@ def _vol(rng):
     per = rng.choice(list(PERIODS))
     N = PERIODS[per]
     v = round(rng.uniform(0.5, 3.0) if per == "daily" else rng.uniform(1.5, 9.0), 2)
-    root = _r(math.sqrt(N), 4)
+    root = rounded(math.sqrt(N), 4)
     ann = round(v * root, 2)
     unit = {"daily": "trading days", "weekly": "weeks", "monthly": "months"}[per]
     steps = ["Formula: σ_annual = σ_period × sqrt(N)", f"Substitute: σ_period = {v}%, N = {N}",
@@ -261,7 +211,7 @@ def _kelly(rng):
     steps = ["Formula: f* = (b × p - q) / b, with q = 1 - p", f"Substitute: b = {fmt(b)}, p = {fmt(p / 100)}, q = {fmt(q / 100)}",
              f"b × p = {fmt(b)} × {fmt(p / 100)} = {fmt(b * p / 100)}",
              f"b × p - q = {fmt(b * p / 100)} - {fmt(q / 100)} = {fmt(num)}",
-             f"f* = {fmt(num)} / {fmt(b)} = {fmt(_r(f))} = {fmt(pct(f))}%"]
+             f"f* = {fmt(num)} / {fmt(b)} = {fmt(rounded(f))} = {fmt(pct(f))}%"]
     return {"p": p, "b": fmt(b)}, steps, pct(f), "percent"
 
 
@@ -308,7 +258,7 @@ def _ev(rng):
 def _breakeven(rng):
     R = rng.choice([0.5, 0.8, 1, 1.2, 1.5, 2, 2.5, 3, 4])
     denom = 1 + R
-    frac = _r(1 / denom)
+    frac = rounded(1 / denom)
     steps = ["Formula: p = 1 / (1 + R)", f"Substitute: R = {fmt(R)}", f"1 + R = {fmt(denom)}",
              f"p = 1 / {fmt(denom)} = {fmt(frac, 6)} = {fmt(pct(1 / denom))}%"]
     return {"R": fmt(R)}, steps, pct(1 / denom), "percent"
@@ -338,7 +288,7 @@ def _position(rng):
     steps = ["Formula: shares = floor(A × r / (Entry - Stop))", f"Substitute: A = {A}, r = {fmt(r / 100)}, Entry = {E}, Stop = {S}",
              f"Risk in dollars = {A} × {fmt(r / 100)} = {fmt(risk)}",
              f"Entry - Stop = {E} - {S} = {fmt(dist)}",
-             f"{fmt(risk)} / {fmt(dist)} = {fmt(_r(risk / dist, 4))}, rounded down to {shares}"]
+             f"{fmt(risk)} / {fmt(dist)} = {fmt(rounded(risk / dist, 4))}, rounded down to {shares}"]
     return {"A": money(A), "r": fmt(r), "E": E, "S": S}, steps, shares, "shares"
 
 
@@ -428,7 +378,3 @@ def curriculum_digest(per_family: int = 10) -> str:
     for p in draws + generate_set(per_family * len(names), seed=0, paraphrase=1.0):
         h.update(json.dumps([p.family, p.question, p.solution(), p.unit]).encode())
     return h.hexdigest()[:16]
-
-
-# The other families register themselves; imported last because they use the helpers above.
-from fintune.data import quant_families  # noqa: E402,F401

@@ -1,6 +1,6 @@
 """More quant families: risk-adjusted ratios, VaR/CVaR, discounting, bonds,
 options, and compounding a return series. Registered on import (quant.py
-imports this module at its end). The last phrasing of each is held out.
+imports this module). The last phrasing of each is held out.
 
 Every answer goes formula -> substituted numbers -> one operation per line ->
 result; numbers are rounded as they are written, and the next line uses the
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from fintune.data.quant import _r, family, fmt, money, pct
+from fintune.data.quant_base import family, fmt, money, pct, rounded
 
 Z = {95: 1.6449, 99: 2.3263}          # standard normal quantiles
 PDF_Z = {95: 0.10314, 99: 0.02665}    # standard normal density at those quantiles
@@ -37,8 +37,8 @@ def _continuous(rng):
     P = rng.randrange(1000, 20001, 500)
     r = round(rng.uniform(1, 10), 1)
     t = rng.randint(1, 10)
-    rt = _r(r / 100 * t)
-    g = _r(math.exp(rt))
+    rt = rounded(r / 100 * t)
+    g = rounded(math.exp(rt))
     fv = round(P * g, 2)
     steps = ["Formula: FV = P × e^(r × t)", f"Substitute: P = {P}, r = {fmt(r / 100)}, t = {t}",
              f"r × t = {fmt(r / 100)} × {t} = {fmt(rt, 6)}", f"e^{fmt(rt, 6)} = {fmt(g, 6)}",
@@ -65,7 +65,7 @@ def _series(rng):
              f"Substitute: r = {', '.join(f'{x}%' for x in rets)}"]
     acc = 1.0
     for x in rets:
-        new = _r(acc * (1 + x / 100))
+        new = rounded(acc * (1 + x / 100))
         steps.append(f"{fmt(acc, 6)} × {fmt(1 + x / 100)} = {fmt(new, 6)}")
         acc = new
     total = pct(acc - 1)
@@ -92,11 +92,11 @@ def _sortino(rng):
         if any(x < 0 for x in rets) and sum(rets) > 0:
             break
     n = len(rets)
-    mean = _r(sum(rets) / n, 4)
+    mean = rounded(sum(rets) / n, 4)
     sq = [round(x * x, 2) for x in rets if x < 0]
     # six decimals: with one small shortfall (-0.1%) four would put the ratio 1% off
-    dvar = _r(sum(sq) / n, 6)
-    dd = _r(math.sqrt(dvar), 6)
+    dvar = rounded(sum(sq) / n, 6)
+    dd = rounded(math.sqrt(dvar), 6)
     sortino = round(mean / dd, 4)
     steps = ["Formula: Sortino = (mean - T) / DD, DD = sqrt(sum of min(r - T, 0)^2 / n)",
              f"Substitute: r = {', '.join(map(str, rets))}, T = 0, n = {n}",
@@ -172,7 +172,7 @@ def _beta(rng):
     m = [round(rng.uniform(-5, 6), 1) for _ in range(4)]
     true_b = rng.uniform(0.5, 1.8)
     a = [round(true_b * x + rng.uniform(-1.5, 1.5), 1) for x in m]
-    mm, ma = _r(sum(m) / 4, 4), _r(sum(a) / 4, 4)
+    mm, ma = rounded(sum(m) / 4, 4), rounded(sum(a) / 4, 4)
     dm = [round(x - mm, 4) for x in m]
     da = [round(x - ma, 4) for x in a]
     cov = round(sum(x * y for x, y in zip(dm, da)), 4)
@@ -268,7 +268,7 @@ def _cvar(rng):
 def _discount_lines(flows: list[float], r: float) -> tuple[list[str], float]:
     lines, total = [], 0.0
     for t, cf in enumerate(flows, 1):
-        df = _r(1 / (1 + r) ** t)
+        df = rounded(1 / (1 + r) ** t)
         pv = round(cf * df, 2)
         lines.append(f"year {t}: {fmt(cf)} × 1 / (1 + {fmt(r)})^{t} = {fmt(cf)} × {fmt(df, 6)} = {fmt(pv)}")
         total += pv
@@ -425,7 +425,7 @@ def _macaulay(rng):
     c = rng.choice([2, 3, 4, 5, 6, 7, 8])
     y = round(rng.uniform(2, 9), 1)
     lines, price, flows = _bond_lines(F, c / 100, y / 100, n)
-    pvs = [round(cf * _r(1 / (1 + y / 100) ** t), 2) for t, cf in enumerate(flows, 1)]
+    pvs = [round(cf * rounded(1 / (1 + y / 100) ** t), 2) for t, cf in enumerate(flows, 1)]
     weighted = round(sum(t * pv for t, pv in enumerate(pvs, 1)), 2)
     d = round(weighted / price, 4)
     steps = ["Formula: D = Σ t × PV_t / P",
@@ -459,13 +459,13 @@ def _modified(rng):
 
 
 def _bs_lines(S, K, r, s, T):
-    sq = _r(s * math.sqrt(T))
-    ln = _r(math.log(S / K))
-    num = _r(ln + (r + s * s / 2) * T)
+    sq = rounded(s * math.sqrt(T))
+    ln = rounded(math.log(S / K))
+    num = rounded(ln + (r + s * s / 2) * T)
     # 5 decimals: an option worth a few dollars on a $200 stock needs them
     d1 = round(num / sq, 5)
     d2 = round(d1 - sq, 5)
-    disc = _r(K * math.exp(-r * T), 4)
+    disc = rounded(K * math.exp(-r * T), 4)
     lines = [f"ln(S/K) = ln({fmt(S)}/{fmt(K)}) = {fmt(ln, 6)}",
              f"(r + σ²/2) × T = ({fmt(r)} + {fmt(s * s / 2, 6)}) × {fmt(T)} = {fmt((r + s * s / 2) * T, 6)}",
              f"σ × sqrt(T) = {fmt(sq, 6)}", f"d1 = {fmt(num, 6)} / {fmt(sq, 6)} = {fmt(d1, 5)}",

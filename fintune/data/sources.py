@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from fintune.data.jsonl import LineError, loads
+from fintune.jsonl import LineError, loads
 
 EXTENSIONS = (".jsonl", ".json", ".csv", ".parquet")
 # CSV cells holding a list of messages are written as JSON text

@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import logging
 
+from fintune import models
+from fintune.templates import detect, tokenize_example
+
 log = logging.getLogger(__name__)
 
 
 def load_tokenizer(base_model: str):
     """The base model's tokenizer, or None (with one log line) when it cannot be
     had here, e.g. a hub model with no network; training still checks lengths."""
-    from fintune.models import resolve_base_model
-
     try:
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(resolve_base_model(base_model))
+        return AutoTokenizer.from_pretrained(models.resolve_base_model(base_model))
     except (OSError, ValueError) as e:
         log.warning("data: tokenizer of %s not available (%s); length and template checks left to training",
                     base_model, str(e).splitlines()[0][:200])
@@ -25,8 +26,6 @@ def load_tokenizer(base_model: str):
 
 def problem(tokenizer, family, row: dict, max_len: int) -> tuple[str | None, int]:
     """(reason the row cannot be trained on or None, token count)."""
-    from fintune.templates import tokenize_example
-
     if "text" in row:
         ids = tokenizer(row["text"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         labels, text = ids, row["text"] + tokenizer.eos_token
@@ -49,8 +48,6 @@ def problem(tokenizer, family, row: dict, max_len: int) -> tuple[str | None, int
 
 
 def check_rows(rows: list[dict], base_model: str, max_len: int, rejects: list, counts) -> tuple[list[dict], dict]:
-    from fintune.templates import detect
-
     tokenizer = load_tokenizer(base_model)
     if tokenizer is None:
         return rows, {"checked": False}

@@ -1,15 +1,8 @@
-"""Evaluation: answer extraction, scoring, runners and reports. The stage is
-imported when it runs, so the config's check of eval.eval_sampling (which reads
-eval/sampling.py) does not load the stage and its runners."""
+"""Evaluation stage: base vs tuned models on the held-out and external sets
+(stage.run), and `fintune eval` on any model (the CLI in fintune/cli/eval.py).
+Scoring lives below the stages, in fintune/scoring, where GRPO's rewards use it too."""
 from __future__ import annotations
 
-from pathlib import Path
-
-
-def run(cfg) -> Path:
-    from fintune.eval.stage import run as run_stage
-
-    return run_stage(cfg)
-
+from fintune.eval.stage import run
 
 __all__ = ["run"]

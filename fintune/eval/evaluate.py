@@ -1,5 +1,5 @@
 """Run one model over one eval file and score it (shared by the pipeline's eval
-stage and ``python -m fintune.eval``)."""
+stage and ``fintune eval``)."""
 from __future__ import annotations
 
 import time
@@ -7,11 +7,11 @@ from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
-from fintune.data.jsonl import DataError, read_jsonl_numbered
 from fintune.errors import FintuneError
+from fintune.jsonl import DataError, read_jsonl_numbered
 from fintune.eval.report import score_set, stratified
 from fintune.eval.runner import build_prompt
-from fintune.eval.stop import RULE
+from fintune.scoring.stop import RULE
 
 REQUIRED = ("id", "question", "answer_numeric")
 

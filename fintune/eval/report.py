@@ -4,9 +4,12 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from fintune.data.jsonl import write_jsonl
-from fintune.eval.extract import Extraction, Score, expectation, extract, score, wilson
+from fintune.jsonl import write_jsonl
+from fintune.llama_cpp import PPL_CHUNKS
 from fintune.manifest import write_json_atomic
+from fintune.scoring.extract import wilson
+from fintune.scoring.judge import SCORING, score_item, step_matches
+
 
 
 def category_of(item: dict) -> str:
@@ -26,42 +29,9 @@ def stratified(items: list[dict], limit: int) -> list[dict]:
     return out[:limit]
 
 
-def _line(text: str, prefix: str) -> str | None:
-    hit = next((ln for ln in text.splitlines() if ln.strip().startswith(prefix)), None)
-    return " ".join(hit.split()) if hit is not None else None
-
-
-def step_matches(item: dict, text: str) -> tuple[bool, bool] | None:
-    """(formula line right, substitution line right) against the worked solution,
-    or None when the item has none: tells a wrong formula from wrong arithmetic."""
-    solution = (item.get("meta") or {}).get("solution")
-    if not solution:
-        return None
-    return tuple(_line(solution, p) is not None and _line(text, p) == _line(solution, p)
-                 for p in ("Formula:", "Substitute:"))
-
-
-SCORING = ("accuracy: explicit answer (Final answer / \\boxed / JSON) within 1% (|gold| < 0.01: within 1e-4 "
-           "or half the precision the question names); percent or basis-point rescaling only where the reply or "
-           "the question marks it. lenient: also the last number of replies without an explicit answer. "
-           "strict: explicit answer within 0.2%, no rescaling.")
-
-
-def asked(item: dict, with_context: bool) -> str:
-    """The text whose wording sets the answer's precision and unit: the question,
-    plus its context when the model was shown it."""
-    ctx = item.get("context") if with_context else None
-    return f"{item['question']}\n{ctx}" if ctx else item["question"]
-
-
-def score_item(item: dict, text: str, with_context: bool, prompt: str = "") -> tuple[Extraction, Score]:
-    # a prompt that opens <think> (DeepSeek-R1) leaves a cut reply with no answer part
-    ex = extract(text, open_think=prompt.endswith("<think>\n"))
-    return ex, score(ex, float(item["answer_numeric"]), expectation(asked(item, with_context)))
-
-
 def score_set(model: str, eval_set: str, items: list[dict], outputs: list[str], seconds: float,
               with_context: bool = True, prompts: list[str] | None = None) -> tuple[dict, list]:
+    """(the set's result: rates with intervals, per family and split; a prediction row per item)."""
     rows, skipped = [], 0
     total: Counter = Counter()
     per_cat: dict[str, Counter] = defaultdict(Counter)
@@ -70,28 +40,42 @@ def score_set(model: str, eval_set: str, items: list[dict], outputs: list[str], 
         if item.get("answer_numeric") is None:
             skipped += 1
             continue
-        prompt = prompts[i] if prompts else ""
-        ex, sc = score_item(item, text, with_context, prompt)
-        marks = {"n": 1, "correct": sc.correct, "lenient": sc.correct_lenient, "strict": sc.correct_strict,
-                 "scaled": sc.scaled, "format": ex.method == "final_answer", "explicit": ex.explicit}
-        matched = step_matches(item, text)
-        if matched is not None:
-            marks.update(with_steps=1, formula_right=matched[0], substitution_right=matched[1])
-        marks = {k: int(v) for k, v in marks.items()}  # an empty Counter's update stores bools as given
+        marks, row = _mark(item, text, with_context, prompts[i] if prompts else "")
         total.update(marks)
         per_cat[category_of(item)].update(marks)
         per_split[str((item.get("meta") or {}).get("split", "all"))].update(marks)
-        rows.append({"model": model, "eval_set": eval_set, "id": item["id"], "output": text,
-                     "extracted": ex.value, "method": ex.method, "answer_text": ex.raw, "gold": item["answer_numeric"],
-                     "correct": sc.correct, "correct_lenient": sc.correct_lenient,
-                     "correct_strict": sc.correct_strict, "scaled": sc.scaled})
-    n = total["n"]
+        rows.append({"model": model, "eval_set": eval_set, **row})
+    return _result(model, eval_set, total, per_cat, per_split, skipped, seconds), rows
+
+
+def _mark(item: dict, text: str, with_context: bool, prompt: str) -> tuple[dict[str, int], dict]:
+    """One reply's marks (right, lenient, strict, format, steps ...) and its prediction row."""
+    ex, sc = score_item(item, text, with_context, prompt)
+    marks = {"n": 1, "correct": sc.correct, "lenient": sc.correct_lenient, "strict": sc.correct_strict,
+             "scaled": sc.scaled, "format": ex.method == "final_answer", "explicit": ex.explicit}
+    matched = step_matches(item, text)
+    if matched is not None:
+        marks.update(with_steps=1, formula_right=matched[0], substitution_right=matched[1])
+    row = {"id": item["id"], "output": text, "extracted": ex.value, "method": ex.method, "answer_text": ex.raw,
+           "gold": item["answer_numeric"], "correct": sc.correct, "correct_lenient": sc.correct_lenient,
+           "correct_strict": sc.correct_strict, "scaled": sc.scaled}
+    # ints: an empty Counter's update stores bools as given
+    return {k: int(v) for k, v in marks.items()}, row
+
+
+def _result(model: str, eval_set: str, total: Counter, per_cat: dict, per_split: dict, skipped: int,
+            seconds: float) -> dict:
+    n, steps = total["n"], total["with_steps"]
 
     def rate(key: str) -> float:
         return total[key] / n if n else 0.0
 
-    steps = total["with_steps"]
-    result = {
+    def group(v: Counter, *extra: str) -> dict:
+        return {"n": v["n"], "correct": v["correct"], "accuracy": v["correct"] / v["n"],
+                "formula_right": v["formula_right"], "substitution_right": v["substitution_right"],
+                **{k: v[k] for k in extra}}
+
+    return {
         "model": model, "eval_set": eval_set, "n": n, "skipped": skipped,
         "accuracy": rate("correct"), "ci95": list(wilson(total["correct"], n)),
         "accuracy_lenient": rate("lenient"), "ci95_lenient": list(wilson(total["lenient"], n)),
@@ -100,16 +84,25 @@ def score_set(model: str, eval_set: str, items: list[dict], outputs: list[str], 
         "seconds": round(seconds, 1),
         "formula_rate": total["formula_right"] / steps if steps else None,
         "substitution_rate": total["substitution_right"] / steps if steps else None,
-        "per_category": {c: {"n": v["n"], "correct": v["correct"], "accuracy": v["correct"] / v["n"],
-                             "formula_right": v["formula_right"], "substitution_right": v["substitution_right"]}
-                         for c, v in sorted(per_cat.items())},
-        "per_split": {c: {"n": v["n"], "correct": v["correct"], "accuracy": v["correct"] / v["n"],
-                          "formula_right": v["formula_right"], "substitution_right": v["substitution_right"],
-                          "format": v["format"]}
-                      for c, v in sorted(per_split.items())},
+        "per_category": {c: group(v) for c, v in sorted(per_cat.items())},
+        "per_split": {c: group(v, "format") for c, v in sorted(per_split.items())},
         "scoring": SCORING,
     }
-    return result, rows
+
+
+def quant_notes(results: list[dict], ppl: dict[str, float]) -> list[str]:
+    notes = []
+    for r in results:
+        if r["model"] != "q4_k_m":
+            continue
+        ref = next((x for x in results if x["eval_set"] == r["eval_set"] and x["model"] in ("f16", "bf16")), None)
+        if ref:
+            notes.append(f"Q4_K_M vs {ref['model'].upper()} on {r['eval_set']}: "
+                         f"{100 * (r['accuracy'] - ref['accuracy']):+.1f} points accuracy")
+    if ppl:
+        notes.append(f"Perplexity on held-out worked solutions (llama-perplexity, ctx 128, first {PPL_CHUNKS} chunks): "
+                     + ", ".join(f"{k} {v:.3f}" for k, v in ppl.items()))
+    return notes
 
 
 def write_report(out_dir: Path, results: list[dict], predictions: list[dict], extra: dict | None = None,

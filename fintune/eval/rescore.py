@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fintune.data.jsonl import read_jsonl
+from fintune.jsonl import read_jsonl
 from fintune.errors import MissingError
 from fintune.eval.evaluate import EvalFileError, load_eval_file
-from fintune.eval.report import score_set, write_report
+from fintune.eval.report import quant_notes, score_set, write_report
 
 # fields of a result that scoring does not produce: kept from the old report
 KEPT = ("tokens_per_second", "seconds", "sampling", "sampling_settings", "skipped")
@@ -65,8 +65,6 @@ def rescore(report_dir: Path, eval_files: list[str] | None = None, output: Path 
         predictions += new_rows
         compared.append((model, eval_set, prev, res))
     extra = {k: v for k, v in old.items() if k != "results"}
-    from fintune.eval.stage import quant_notes
-
     out = write_report(output or report_dir, results, predictions, extra=extra,
                        notes=quant_notes(results, extra.get("perplexity") or {}))
     return out, compared

@@ -8,9 +8,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from fintune import llama_cpp  # module attributes: tests stand in for the server there
 from fintune.errors import UsageError
-from fintune.eval.sampling import GREEDY, Preset, Sampling
+from fintune.gguf import read_header
 from fintune.prompts import user_prompt
+from fintune.sampling import GREEDY, Preset, Sampling
+from fintune.scoring import stop  # stop.RULE read when a runner is made: part of the reply cache's key
+from fintune.templates import detect, for_llama_cpp
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +32,6 @@ class GGUFChatTemplate:
     can be evaluated without the tokenizer files it was made from."""
 
     def __init__(self, gguf: str | Path):
-        from fintune.export.gguf_check import read_header
-
         h = read_header(gguf, skip_arrays=False)
         self.chat_template = h.get("tokenizer.chat_template")
         if not self.chat_template:
@@ -73,7 +75,7 @@ class HFRunner(_Counted):
     def __init__(self, model_dir: str, adapter: str | None = None, name: str | None = None,
                  sampling: Sampling | Preset = GREEDY, device: tuple[str, str] | None = None,
                  load_in_4bit: bool = False):
-        """`sampling`: settings, or a preset (eval/sampling.py); `load_in_4bit`: NF4 with
+        """`sampling`: settings, or a preset (fintune/sampling.py); `load_in_4bit`: NF4 with
         double quantization on CUDA, as QLoRA trains, where the plan says 16-bit does
         not fit (eval/stage.py). An adapter stays unmerged on a 4-bit model: merging
         would round it into 4-bit weights."""
@@ -111,8 +113,6 @@ class HFRunner(_Counted):
         """`expected` is unused: batches here are ordered by prompt length (padding)."""
         import torch
 
-        from fintune.eval.stop import cut
-
         tok, s = self.tokenizer, self.sampling
         out: list[str] = [""] * len(prompts)
         # Longest prompts first: batches of similar length pad less.
@@ -132,7 +132,7 @@ class HFRunner(_Counted):
             self.tokens += int((new != tok.pad_token_id).sum())
             for row, i in enumerate(idx):
                 # the batch decodes to its longest reply: the stop rule is applied after
-                out[i], reason = cut(tok.decode(new[row], skip_special_tokens=True),
+                out[i], reason = stop.cut(tok.decode(new[row], skip_special_tokens=True),
                                      open_think=prompts[i].endswith("<think>\n"))
                 self.stops.update([reason] if reason else [])
             log.info("eval: %s %d/%d generated (%.0fs)", self.name, min(b + batch_size, len(order)),
@@ -163,12 +163,10 @@ class GGUFRunner(_Counted):
                  name: str | None = None, sampling: Sampling | Preset = GREEDY, parallel: int = 1,
                  cache_dir: str | Path | None = None, threads: int | None = None):
         """`sampling`: settings, or a preset, resolved for the GGUF's chat template
-        (eval/sampling.py); `threads`: llama-server's threads (None: its default, one per core)."""
-        from fintune.export.llama_cpp import LlamaCpp
-
+        (fintune/sampling.py); `threads`: llama-server's threads (None: its default, one per core)."""
         self.gguf = Path(gguf)
         self.name = name or self.gguf.name
-        self.lc = LlamaCpp(Path(llama_cpp_path))
+        self.lc = llama_cpp.LlamaCpp(Path(llama_cpp_path))
         self.parallel = parallel
         self.threads = threads
         if tokenizer_dir:
@@ -178,19 +176,16 @@ class GGUFRunner(_Counted):
         else:
             self.tokenizer = GGUFChatTemplate(self.gguf)
         if isinstance(sampling, Preset):
-            from fintune.templates import detect
-
             sampling = sampling.resolve(detect(self.tokenizer.chat_template))
         self.sampling = sampling
         self.tokens, self.seconds = 0, 0.0
         self.device, self.dtype = "cuda (llama.cpp)" if self.lc.cuda_build else "cpu (llama.cpp)", "gguf"
         if cache_dir is not None:
             from fintune.eval.cache import ReplyCache
-            from fintune.eval.stop import RULE
 
             # what decides a reply besides prompt, seed and token limit
             self.cache = ReplyCache(cache_dir, self.gguf, {
-                "temperature": sampling.temperature, "top_p": sampling.top_p, **sampling.extra(), "stop_rule": RULE,
+                "temperature": sampling.temperature, "top_p": sampling.top_p, **sampling.extra(), "stop_rule": stop.RULE,
                 "llama_cpp": self.lc.version(), "slots": parallel, "threads": threads or "default",
                 # what shares a decode batch changes some replies (see _generate)
                 "dispatch": "longest expected first where every item has a reference, else prompt order"})
@@ -204,12 +199,9 @@ class GGUFRunner(_Counted):
 
     def generate(self, prompts: list[str], max_new_tokens: int, batch_size: int = 1,
                  expected: list[int] | None = None) -> list[str]:
-        """Replies under the stop rule (eval/stop.py); replies in the cache are not generated again.
+        """Replies under the stop rule (fintune/scoring/stop.py); replies in the cache are not generated again.
         `expected`: a length hint per prompt (e.g. its reference solution's); the longest
         are sent first, so the last slots to finish hold short replies (see _generate)."""
-        from fintune.export.llama_cpp import Completion
-        from fintune.templates import for_llama_cpp
-
         prompts = [for_llama_cpp(p, self.gguf) for p in prompts]  # llama.cpp adds the BOS itself
         seeds = [self.sampling.seed + i + 1 for i in range(len(prompts))]
         keys = [self.cache.key(p, seed, max_new_tokens) for p, seed in zip(prompts, seeds)] if self.cache \
@@ -217,7 +209,7 @@ class GGUFRunner(_Counted):
         out: list = [None] * len(prompts)
         for i, key in enumerate(keys):
             if key and (rec := self.cache.get(key)):
-                out[i] = Completion(rec["text"], rec["n_tokens"], rec["seconds"], rec["stop_reason"])
+                out[i] = llama_cpp.Completion(rec["text"], rec["n_tokens"], rec["seconds"], rec["stop_reason"])
                 self.cached += 1
         todo = [i for i, c in enumerate(out) if c is None]
         if todo:
@@ -249,37 +241,17 @@ class GGUFRunner(_Counted):
         idle: 35.3-37.7 s instead of 39.4-40.7 s for the F16 model on the 58 held-out
         items (16 slots, 2 cores, AMD EPYC). Batched decoding is not batch-invariant: in
         the other order 57 of the F16 model's 58 replies and 43 of Q8_0's were the same."""
-        from fintune.eval.stop import cut
-        from fintune.export.llama_cpp import LlamaCppError, LlamaServer
-
-        s, start, server = self.sampling, time.time(), None
-        ctx = self.context_size(prompts, n)
-        if self.parallel > 1:
-            try:
-                server = LlamaServer(self.lc, self.gguf, slots=self.parallel, ctx_per_slot=ctx,
-                                     threads=self.threads).__enter__()
-            except LlamaCppError as e:
-                log.info("eval: llama-server unavailable (%s); one llama-completion per prompt", str(e)[:120])
-
-        def one(i):
-            rule = lambda text: cut(text, open_think=prompts[i].endswith("<think>\n"))  # noqa: E731
-            if server:  # streamed, dropped as soon as the rule says the reply is over
-                c = server.complete(prompts[i], n, temperature=s.temperature, top_p=s.top_p, seed=seeds[i], stop=rule,
-                                    extra=s.extra())
-            else:
-                c = self.lc.complete(self.gguf, prompts[i], n, temperature=s.temperature, top_p=s.top_p, seed=seeds[i],
-                                     ctx=ctx, flags=s.cli_flags())
-                c.text, c.stop_reason = rule(c.text)
-            with lock:
-                done[0] += 1
-                if done[0] % 20 == 0 or done[0] == len(prompts):
-                    log.info("eval: %s %d/%d generated (%.0fs)", self.name, done[0], len(prompts), time.time() - start)
-            return c
-
-        import threading
         from concurrent.futures import ThreadPoolExecutor
 
-        lock, done = threading.Lock(), [0]
+        start = time.time()
+        ctx = self.context_size(prompts, n)
+        server = self._server(ctx)
+        progress = _Progress(self.name, len(prompts), start)
+
+        def one(i):
+            c = self._complete(server, prompts[i], seeds[i], n, ctx)
+            progress.step()
+            return c
 
         try:
             with ThreadPoolExecutor(max_workers=max(1, self.parallel)) as pool:
@@ -291,3 +263,48 @@ class GGUFRunner(_Counted):
         # with parallel slots the requests overlap: wall time, not the sum of theirs
         self.seconds += time.time() - start if server else sum(c.eval_seconds for c in results)
         return results
+
+    def _server(self, ctx: int) -> llama_cpp.LlamaServer | None:
+        """llama-server with `parallel` slots, started; None for one llama-completion a prompt."""
+        if self.parallel <= 1:
+            return None
+        try:
+            return llama_cpp.LlamaServer(self.lc, self.gguf, slots=self.parallel, ctx_per_slot=ctx,
+                               threads=self.threads).__enter__()
+        except llama_cpp.LlamaCppError as e:
+            log.info("eval: llama-server unavailable (%s); one llama-completion per prompt", str(e)[:120])
+            return None
+
+    def _complete(self, server: llama_cpp.LlamaServer | None, prompt: str, seed: int, n: int,
+                  ctx: int) -> llama_cpp.Completion:
+        """One reply under the stop rule: streamed from the server and dropped as soon as
+        the rule says it is over, or cut after llama-completion wrote all of it."""
+        s = self.sampling
+
+        def rule(text):
+            return stop.cut(text, open_think=prompt.endswith("<think>\n"))
+
+        if server:
+            return server.complete(prompt, n, temperature=s.temperature, top_p=s.top_p, seed=seed, stop=rule,
+                                   extra=s.extra())
+        c = self.lc.complete(self.gguf, prompt, n, temperature=s.temperature, top_p=s.top_p, seed=seed,
+                             ctx=ctx, flags=s.cli_flags())
+        c.text, c.stop_reason = rule(c.text)
+        return c
+
+
+class _Progress:
+    """A log line every 20 replies and at the last, from the generating threads."""
+
+    def __init__(self, name: str, total: int, start: float):
+        import threading
+
+        self.name, self.total, self.start, self.done = name, total, start, 0
+        self.lock = threading.Lock()
+
+    def step(self) -> None:
+        with self.lock:
+            self.done += 1
+            if self.done % 20 == 0 or self.done == self.total:
+                log.info("eval: %s %d/%d generated (%.0fs)", self.name, self.done, self.total,
+                         time.time() - self.start)

@@ -5,128 +5,80 @@ of each GGUF on held-out text and its generation speed.
 On a CUDA GPU the Hugging Face runner generates in large batches. On CPU the
 base model runs through llama.cpp instead, which measured faster than batched
 transformers generation here (see runner.GGUFRunner): it is converted to an F16
-GGUF once for that and cached, by the export stage beside its own conversion
-when the pipeline runs both (convert_base_beside).
+GGUF once for that and cached (models.base_gguf), by the export stage beside
+its own conversion when the pipeline runs both (models.convert_base_beside).
 """
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 from pathlib import Path
 
+from fintune import machine, models
+from fintune.adapters import final_adapter_dir, read_adapter_record
 from fintune.config import PipelineConfig
 from fintune.eval.evaluate import evaluate, load_eval_file, set_name
-from fintune.eval.report import markdown, stratified, write_report
+from fintune.eval.report import markdown, quant_notes, stratified, write_report
 from fintune.eval.runner import GGUFRunner, HFRunner
-from fintune.eval.sampling import Preset, describe
-from fintune.export.llama_cpp import PPL_CHUNKS
-from fintune.train import final_adapter_dir
+from fintune.jsonl import read_jsonl
+from fintune.llama_cpp import LlamaCpp
+from fintune.plan.eval import eval_lines
+from fintune.plan.lines import this_machine
+from fintune.sampling import Preset, describe
 
 log = logging.getLogger(__name__)
 
 
-def base_gguf_path(base_path: str) -> Path:
-    """Where the F16 GGUF of the base checkpoint is cached: keyed on its folder, or on
-    its hub id (nothing is downloaded to name the file)."""
-    from fintune.models import cache_dir
-
-    where = Path(base_path)
-    key_text = str(where.resolve()) if where.is_dir() or where.is_absolute() else str(base_path)
-    key = hashlib.sha256(key_text.encode()).hexdigest()[:10]
-    return cache_dir() / f"base-{Path(base_path).name}-{key}-f16.gguf"
-
-
-def base_gguf(cfg: PipelineConfig, base_path: str) -> Path:
-    """F16 GGUF of the base checkpoint, converted once into the cache."""
-    from fintune.export.llama_cpp import LlamaCpp
-    from fintune.manifest import atomic_path
-    from fintune.models import local_dir
-
-    out = base_gguf_path(base_path)
-    if not out.is_file():
-        with atomic_path(out) as tmp:
-            # llama.cpp's converter reads a folder: a hub id is its snapshot in the HF cache
-            LlamaCpp(Path(cfg.export.llama_cpp_path)).convert(local_dir(base_path), tmp, "f16")
-    return out
-
-
-def convert_base_beside(cfg: PipelineConfig):
-    """Start converting the base model's GGUF, which this stage's CPU base runner
-    needs, in a thread: for the export stage, whose own conversion keeps one core
-    busy and leaves the other idle (7 s of this stage's start on a first run
-    otherwise). Returns the future, or None where there is nothing to convert (no
-    base model in eval_models, a CUDA GPU, no adapter record, already cached)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from fintune.errors import FintuneError
-    from fintune.train.backends import cuda_available
-    from fintune.train.trainer import read_adapter_record
-
-    if "base" not in cfg.eval.eval_models or cuda_available():
-        return None
-    try:
-        base = read_adapter_record(final_adapter_dir(cfg))["base_model_path"]
-    except (FintuneError, KeyError, ValueError):
-        return None  # the eval stage reports it, if it runs
-    if base_gguf_path(base).is_file():
-        return None
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="base-gguf")
-    future = pool.submit(base_gguf, cfg, base)
-    pool.shutdown(wait=False)
-    return future
-
-
 def runners(cfg: PipelineConfig, base_path: str):
     """(name, runner factory, whether it runs a GGUF through llama.cpp) for every
-    model in eval_models, in that order. A factory takes the llama.cpp server's
-    thread count (None: its default), which the HF runners ignore."""
-    from fintune.train.backends import cuda_available
-
-    from fintune.models import cache_dir
-
-    adapter, lcp = str(final_adapter_dir(cfg)), cfg.export.llama_cpp_path
-    sampling = Preset(cfg.eval.eval_sampling)
-    replies = cache_dir() / "eval-replies" if cfg.eval.eval_cache else None
+    model in eval_models, in that order, but those the plan leaves out. A factory
+    takes the llama.cpp server's thread count (None: its default), which the HF
+    runners ignore."""
     fits = planned(cfg)
     for name in cfg.eval.eval_models:
         line = fits[name]
         if not line.ok:
             log.warning("eval: %s left out of the report: %s", name, line.why)
             continue
-        nf4 = line.action == "4-bit"
-        if nf4:
+        if line.action == "4-bit":
             log.info("eval: %s %s", name, line.why)
-        if name == "base":
-            if cuda_available():
-                yield name, lambda threads, nf4=nf4: HFRunner(base_path, None, name="base", sampling=sampling,
-                                                              load_in_4bit=nf4), False
-            else:
-                yield name, lambda threads: GGUFRunner(base_gguf(cfg, base_path), lcp, adapter, "base", sampling,
-                                                      cfg.eval.eval_parallel, replies, threads), True
-        elif name == "adapter":
-            yield name, lambda threads, nf4=nf4: HFRunner(base_path, adapter, name="adapter", sampling=sampling,
-                                                          load_in_4bit=nf4), False
-        elif name == "merged":
-            yield name, (lambda threads, nf4=nf4: HFRunner(cfg.export.merged_model_dir, None, name="merged",
-                                                           sampling=sampling, load_in_4bit=nf4)), False
-        else:
-            path = cfg.export.gguf_path(name)
-            if not path.is_file():
-                log.warning("eval: %s not found (%s not exported?); left out of the report", path, name)
-                continue
-            yield name, (lambda threads, path=path, name=name: GGUFRunner(
-                path, lcp, adapter, name.lower(), sampling, cfg.eval.eval_parallel, replies, threads)), True
+        made = runner_factory(cfg, name, base_path, nf4=line.action == "4-bit")
+        if made is not None:
+            yield (name, *made)
+
+
+def runner_factory(cfg: PipelineConfig, name: str, base_path: str, nf4: bool):
+    """(factory, runs a GGUF) for one eval model, or None for a GGUF not exported."""
+    adapter, lcp = str(final_adapter_dir(cfg)), cfg.export.llama_cpp_path
+    sampling = Preset(cfg.eval.eval_sampling)
+    replies = models.cache_dir() / "eval-replies" if cfg.eval.eval_cache else None
+
+    def gguf_runner(path: Path, label: str):
+        return lambda threads: GGUFRunner(path, lcp, adapter, label, sampling, cfg.eval.eval_parallel, replies,
+                                          threads)
+
+    def hf_runner(model_dir: str, adapter_dir: str | None):
+        return lambda threads: HFRunner(model_dir, adapter_dir, name=name, sampling=sampling, load_in_4bit=nf4)
+
+    if name == "base":
+        # on a CPU the base runs through llama.cpp: faster than batched transformers here
+        return (hf_runner(base_path, None), False) if machine.cuda_available() else \
+            (gguf_runner(models.base_gguf(cfg, base_path), "base"), True)
+    if name == "adapter":
+        return hf_runner(base_path, adapter), False
+    if name == "merged":
+        return hf_runner(cfg.export.merged_model_dir, None), False
+    path = cfg.export.gguf_path(name)
+    if not path.is_file():
+        log.warning("eval: %s not found (%s not exported?); left out of the report", path, name)
+        return None
+    return gguf_runner(path, name.lower()), True
 
 
 def planned(cfg: PipelineConfig) -> dict:
     """{eval model: its plan line on this machine}: an HF model in bf16, 4-bit or left
-    out; a GGUF on the GPU, in RAM or left out (train/plan_stages.py), each with its
+    out; a GGUF on the GPU, in RAM or left out (fintune/plan/eval.py), each with its
     expected time."""
-    from fintune.train import plan_stages
-
-    m = plan_stages.this_machine(cfg)
-    lines = plan_stages.eval_lines(cfg, m)
+    lines = eval_lines(cfg, this_machine(cfg))
     for line in lines:
         if line.ok:
             log.info("eval: plan %s: %s, %.1f GiB GPU, %.1f GiB RAM%s", line.stage, line.action, line.gpu / 2**30,
@@ -143,18 +95,14 @@ def concurrency(cfg: PipelineConfig, models: int) -> tuple[int, int | None]:
     side by side, the eval stage took 126 s for the base, F16, Q8_0 and Q4_K_M
     models on the 58 held-out items, against 149 s one after another (2 cores, AMD
     EPYC, replies not cached). On a GPU machine the models run one at a time, as before."""
-    from fintune.train.backends import cuda_available
-
-    n = cfg.eval.eval_concurrency or (1 if cuda_available() else 2)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    n = cfg.eval.eval_concurrency or (1 if machine.cuda_available() else 2)
+    cores = machine.cpu_count()
     n = min(n, cores, models)
     return (n, max(1, cores // n)) if n > 1 else (1, None)
 
 
 def eval_sets(cfg: PipelineConfig) -> list[tuple[str, list[dict], list[bool]]]:
     """(name, items, context modes): the held-out set, then each external file."""
-    from fintune.data.jsonl import read_jsonl
-
     heldout = Path(cfg.data.data_dir) / "heldout.jsonl"
     sets = [(str(heldout), stratified(list(read_jsonl(heldout)), cfg.eval.eval_limit), [True])]
     for f in cfg.eval.eval_files:
@@ -170,8 +118,6 @@ def perplexities(cfg: PipelineConfig, items: list[dict]) -> dict[str, float]:
     """llama.cpp perplexity of each exported GGUF on the held-out worked solutions, one
     file after another on every core: scoring is batched, so two at a time on one thread
     each gained nothing (3 files in 9 s against 7 s, 2 cores, AMD EPYC)."""
-    from fintune.export.llama_cpp import LlamaCpp
-
     text = "\n\n".join(f"{it['question']}\n{it['meta']['solution']}" for it in items
                        if (it.get("meta") or {}).get("solution"))
     if not text:
@@ -189,25 +135,8 @@ def perplexities(cfg: PipelineConfig, items: list[dict]) -> dict[str, float]:
     return out
 
 
-def quant_notes(results: list[dict], ppl: dict[str, float]) -> list[str]:
-    notes = []
-    for r in results:
-        if r["model"] != "q4_k_m":
-            continue
-        ref = next((x for x in results if x["eval_set"] == r["eval_set"] and x["model"] in ("f16", "bf16")), None)
-        if ref:
-            notes.append(f"Q4_K_M vs {ref['model'].upper()} on {r['eval_set']}: "
-                         f"{100 * (r['accuracy'] - ref['accuracy']):+.1f} points accuracy")
-    if ppl:
-        notes.append(f"Perplexity on held-out worked solutions (llama-perplexity, ctx 128, first {PPL_CHUNKS} chunks): "
-                     + ", ".join(f"{k} {v:.3f}" for k, v in ppl.items()))
-    return notes
-
-
 def run(cfg: PipelineConfig) -> Path:
     from concurrent.futures import ThreadPoolExecutor
-
-    from fintune.train.trainer import read_adapter_record
 
     base = read_adapter_record(final_adapter_dir(cfg))["base_model_path"]
     sets = eval_sets(cfg)

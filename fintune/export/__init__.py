@@ -11,13 +11,16 @@ import os
 import shutil
 from pathlib import Path
 
+from fintune import machine
 from fintune.config import PipelineConfig
 from fintune.errors import FintuneError, MissingError, UsageError
 from fintune.export import gguf_check, modelfile
-from fintune.export.llama_cpp import LlamaCpp, LlamaCppError
+from fintune.gguf import bits_per_weight
+from fintune.llama_cpp import LlamaCpp, LlamaCppError
 from fintune.manifest import atomic_path, write_json_atomic
+from fintune.models import convert_base_beside
 from fintune.prompts import user_prompt
-from fintune.templates import for_llama_cpp
+from fintune.templates import default_system_prompt, detect, for_llama_cpp
 
 log = logging.getLogger(__name__)
 EXPORT_RECORD = "export_record.json"
@@ -47,13 +50,10 @@ def check_checkpoint(model_dir: Path) -> None:
 
 def check_disk(model_dir: Path, out_dir: Path, quant_types: list[str]) -> None:
     """The F16 GGUF (about the fp16 checkpoint's size) and every quant type by its bits
-    per weight (the plan's table, train/plan_stages.py), against the free disk."""
-    from fintune.train.plan_stages import GGUF_BITS, UNKNOWN_GGUF_BITS, disk_free_bytes
-
+    per weight (fintune.gguf.GGUF_BITS, the plan's table), against the free disk."""
     ckpt = sum(f.stat().st_size for f in model_dir.glob("*.safetensors"))
-    need = ckpt + sum(ckpt * GGUF_BITS.get(q.upper(), UNKNOWN_GGUF_BITS) / 16 for q in quant_types
-                      if q.upper() not in ("F16", "BF16"))
-    free = disk_free_bytes(out_dir)
+    need = ckpt + sum(ckpt * bits_per_weight(q) / 16 for q in quant_types if q.upper() not in ("F16", "BF16"))
+    free = machine.disk_free_bytes(out_dir)
     if free < need:
         raise UsageError(f"not enough disk for export: need about {need / 2**30:.1f} GiB "
                       f"(F16 + {', '.join(quant_types)}), {free / 2**30:.1f} GiB free in {out_dir}")
@@ -109,8 +109,7 @@ def produce_all(lc: LlamaCpp, e, model_dir: Path, prompt: str) -> dict[str, dict
 
 
 def run(cfg: PipelineConfig) -> list[Path]:
-    from fintune.templates import default_system_prompt, detect
-
+    """F16 GGUF, every quant type, each verified; the Ollama Modelfile; a record."""
     e = cfg.export
     lc = preflight(cfg)
     model_dir = Path(e.merged_model_dir)
@@ -118,8 +117,6 @@ def run(cfg: PipelineConfig) -> list[Path]:
     src = e.unquantized_gguf
     check_disk(model_dir, src.parent, e.quant_types)
     prompt = smoke_prompt(cfg, model_dir)
-    from fintune.eval.stage import convert_base_beside
-
     base_job = convert_base_beside(cfg)
     summaries = produce_all(lc, e, model_dir, prompt)
     if base_job is not None:
@@ -128,21 +125,12 @@ def run(cfg: PipelineConfig) -> list[Path]:
         except (FintuneError, OSError) as err:  # the eval stage converts it again, and reports it
             log.warning("export: converting the base model's GGUF for the eval failed (%s); "
                         "the eval stage will try again", str(err)[:200])
-
-    chat_template = json.loads((model_dir / "tokenizer_config.json").read_text()).get("chat_template") \
-        or _read_text(model_dir / "chat_template.jinja")
-    family = detect(chat_template)
     primary = e.gguf_path(e.quant_types[0])
     others = [e.gguf_path(q) for q in e.quant_types[1:] if e.gguf_path(q) != src] + [src]
-    text = modelfile.render(family, primary, default_system_prompt(chat_template), others,
-                            think_prefix=prompt.endswith("<think>\n"))
-    mf = Path(e.modelfile_path)
-    with atomic_path(mf) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    mf, family = write_modelfile(e, model_dir, primary, others, think_prefix=prompt.endswith("<think>\n"))
     record = src.parent / EXPORT_RECORD
-    write_json_atomic(record, {
-        "merged_model_dir": str(model_dir), "llama_cpp": lc.version(), "family": family.name,
-        "gguf": summaries})
+    write_json_atomic(record, {"merged_model_dir": str(model_dir), "llama_cpp": lc.version(), "family": family,
+                               "gguf": summaries})
     artifacts = [primary] + others + [mf, record]
     if e.cleanup_intermediates:
         shutil.rmtree(model_dir)
@@ -151,6 +139,19 @@ def run(cfg: PipelineConfig) -> list[Path]:
         log.info("export: removed intermediates %s and %s (quantized files verified)", model_dir, src)
     print_usage(e, primary, mf)
     return artifacts
+
+
+def write_modelfile(e, model_dir: Path, primary: Path, others: list[Path], think_prefix: bool) -> tuple[Path, str]:
+    """The Ollama Modelfile for the merged model's chat template family; (its path, the family)."""
+    chat_template = json.loads((model_dir / "tokenizer_config.json").read_text()).get("chat_template") \
+        or _read_text(model_dir / "chat_template.jinja")
+    family = detect(chat_template)
+    text = modelfile.modelfile_text(family, primary, default_system_prompt(chat_template), others,
+                                    think_prefix=think_prefix)
+    mf = Path(e.modelfile_path)
+    with atomic_path(mf) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return mf, family.name
 
 
 def _read_text(p: Path) -> str | None:

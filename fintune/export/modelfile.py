@@ -19,7 +19,7 @@ def quote(text: str) -> str:
     return f'"{escaped}"'
 
 
-def render(family: TemplateFamily, gguf_path: str | Path, system: str | None = None,
+def modelfile_text(family: TemplateFamily, gguf_path: str | Path, system: str | None = None,
            others: list[str | Path] | None = None, think_prefix: bool = False) -> str:
     template = (family.ollama_template_thinking if think_prefix and family.ollama_template_thinking
                 else family.ollama_template)

@@ -1,9 +1,9 @@
-"""The GRPO stage's line of the plan (fintune/train/plan_stages.py): what --grpo needs
+"""The GRPO stage's line of the plan (fintune/plan/stages.py): what --grpo needs
 on the GPU, from the model's config alone, checked by the stage before it loads.
 
 - policy: the training's weights and LoRA + grads + optimizer, and the activations
   and logits of the backward over one group, num_generations rows of prompt + reply
-  (plan.memory, with the group as the batch): TRL's micro-batch is one prompt's group
+  (training.memory, with the group as the batch): TRL's micro-batch is one prompt's group
   (fintune/train/grpo.py grpo_args);
 - generation: the KV cache of num_generations x (prompt + max_completion_length) tokens
   for each of the step's prompts, which TRL generates together;
@@ -12,19 +12,17 @@ on the GPU, from the model's config alone, checked by the stage before it loads.
   adapter instead (unsloth 2026.10.9 models/rl.py), so no second copy of the weights
   either way. Its log-probabilities are computed without gradients before the policy's
   backward, so they do not add to its peak.
-Prompts are counted at plan_stages.EVAL_PROMPT_TOKENS (instruction + question + context,
+Prompts are counted at lines.EVAL_PROMPT_TOKENS (instruction + question + context,
 rounded up; a generated question is under 200 tokens), capped by max_seq_length.
 """
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 
-from fintune.train import plan
-from fintune.train.plan import GiB, Shapes, model_config
-from fintune.train.plan_stages import (EVAL_PROMPT_TOKENS, Line, Machine, _check_gpu, _cpu_train, kv_bytes_per_token,
-                                       require)
-
+from fintune import machine
+from fintune.plan import training
+from fintune.plan.lines import EVAL_PROMPT_TOKENS, Machine, StagePlan, check_gpu, cpu_train, gpu_only, require
+from fintune.plan.shapes import GiB, Shapes, best_fit, kv_bytes_per_token, model_config
 
 VLLM_NOTE = ("vLLM is installed: Unsloth's fast_inference also holds its own share of the card "
              "(from_pretrained's gpu_memory_utilization, 0.5 by default), which this line does not count")
@@ -32,7 +30,7 @@ VLLM_NOTE = ("vLLM is installed: Unsloth's fast_inference also holds its own sha
 
 def use_vllm(backend: str) -> bool:
     """vLLM generation only through Unsloth's fast_inference, and only where vLLM is installed."""
-    return backend == "unsloth" and importlib.util.find_spec("vllm") is not None
+    return backend == "unsloth" and machine.installed("vllm")
 
 
 def grpo_seq(cfg, completion: int | None = None) -> int:
@@ -44,45 +42,49 @@ def grpo_memory(cfg, backend: str, generations: int | None = None, completion: i
     g = generations or t.grpo_num_generations
     seq = grpo_seq(cfg, completion)
     group = dataclasses.replace(cfg, train=dataclasses.replace(t, per_device_train_batch_size=g))
-    mem = plan.memory(group, backend, seq)
+    mem = training.memory(group, backend, seq)
     s = Shapes.of(model_config(cfg.model.base_model))
     # TRL generates a whole step's groups at once (its generation batch)
     mem["generation KV cache"] = g * t.grpo_prompts_per_step * seq * kv_bytes_per_token(s)
     if t.grpo_beta > 0 and backend != "unsloth":
-        mem["reference adapter"] = plan.trainable(cfg, s) * 4
-    return plan.needed(mem, backend)
+        mem["reference adapter"] = training.trainable(cfg, s) * 4
+    return training.needed(mem, backend)
 
 
-def grpo_line(cfg, backend: str, m: Machine) -> Line:
+def grpo_line(cfg, backend: str, host: Machine) -> StagePlan:
     t = cfg.train
-    est = plan.estimate(cfg, backend)
+    est = training.estimate(cfg, backend)
     groups = f"{t.grpo_prompts_per_step} prompts x " if t.grpo_prompts_per_step > 1 else ""
     what = f"{groups}{t.grpo_num_generations} x ({EVAL_PROMPT_TOKENS} + {t.grpo_max_completion_length}) tokens, " \
            f"beta {t.grpo_beta:g}"
-    line = Line("grpo", grpo_memory(cfg, backend), 2 * GiB, est["disk"]["adapter"] + est["disk"]["checkpoints"],
-                f"runs ({backend}; {what})")
-    if m.gpu_free is None:
+    line = StagePlan("grpo", grpo_memory(cfg, backend), 2 * GiB,
+                     est["disk"]["adapter"] + est["disk"]["checkpoints"], f"runs ({backend}; {what})")
+    if host.gpu_free is None:
         linear, other = Shapes.of(model_config(cfg.model.base_model)).params()
-        line = _cpu_train(cfg, line, linear + other, m)
+        line = cpu_train(cfg, line, linear + other, host)
         line.action += f"; {what}"
         return line
-
-    def fix():
-        for g in range(t.grpo_num_generations - 1, 1, -1):
-            if grpo_memory(cfg, backend, generations=g) <= m.gpu_free:
-                return f"--grpo_num_generations {g} (fits by the plan)"
-        for c in range(t.grpo_max_completion_length - 64, 63, -64):
-            if grpo_memory(cfg, backend, generations=2, completion=c) <= m.gpu_free:
-                return f"--grpo_num_generations 2 --grpo_max_completion_length {c} (fits by the plan)"
-        return "no group fits: turn --grpo off or use a larger GPU"
-    line = _check_gpu(line, m, fix)
+    line = check_gpu(line, host, lambda: _group_fix(cfg, backend, host.gpu_free))
     if use_vllm(backend):
         line.why = "; ".join(filter(None, [line.why, VLLM_NOTE]))
     return line
 
 
+def _group_fix(cfg, backend: str, free: float) -> str:
+    """A smaller group, then shorter replies in a group of two, that fits `free` bytes."""
+    t = cfg.train
+    g = best_fit(range(t.grpo_num_generations - 1, 1, -1),
+                 lambda g: grpo_memory(cfg, backend, generations=g) <= free)
+    if g:
+        return f"--grpo_num_generations {g} (fits by the plan)"
+    c = best_fit(range(t.grpo_max_completion_length - 64, 63, -64),
+                 lambda c: grpo_memory(cfg, backend, generations=2, completion=c) <= free)
+    if c:
+        return f"--grpo_num_generations 2 --grpo_max_completion_length {c} (fits by the plan)"
+    return "no group fits: turn --grpo off or use a larger GPU"
+
+
 def require_grpo_fit(cfg, backend: str) -> None:
     """Stop GRPO before it loads anything when its plan does not fit the free GPU memory
     (GRPO holds the policy, the KV cache of a group of replies and the backward over them)."""
-    require(grpo_line(cfg, backend, Machine(plan.gpu_free_bytes(), None, 0, 0, False)),
-            f"not enough GPU memory for GRPO through {backend}: ")
+    require(grpo_line(cfg, backend, gpu_only()), f"not enough GPU memory for GRPO through {backend}: ")

@@ -28,86 +28,14 @@ recompute constant is shared by its two measurements; PEFT's rests on one.
 """
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from pathlib import Path
-
+from fintune import machine
 from fintune.errors import UsageError
+from fintune.plan.shapes import GiB, Shapes, best_fit, model_config
 
-GiB = 2 ** 30
 RECOMPUTE = {"unsloth": 7.6, "peft": 3.0}           # one layer's recompute working set, in units above
 RESERVED_OVER_ALLOCATED = {"unsloth": 1.02, "peft": 1.13}
 CUDA_CONTEXT = 0.5 * GiB
 CARDS_GIB = (24, 48, 80)
-# Architectures of the profiles' models, so a dry run needs no download.
-KNOWN = {
-    "r1-distill-qwen-1.5b": dict(vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
-                                 num_attention_heads=12, num_key_value_heads=2, tie_word_embeddings=False),
-    "r1-distill-qwen-7b": dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
-                               num_attention_heads=28, num_key_value_heads=4, tie_word_embeddings=False),
-    "r1-distill-qwen-14b": dict(vocab_size=152064, hidden_size=5120, intermediate_size=13824, num_hidden_layers=48,
-                                num_attention_heads=40, num_key_value_heads=8, tie_word_embeddings=False),
-    "r1-distill-qwen-32b": dict(vocab_size=152064, hidden_size=5120, intermediate_size=27648, num_hidden_layers=64,
-                                num_attention_heads=40, num_key_value_heads=8, tie_word_embeddings=False),
-    "smollm2-135m": dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-                         num_attention_heads=9, num_key_value_heads=3, tie_word_embeddings=True),
-}
-
-
-def model_config(name: str) -> dict:
-    """config.json of a local checkpoint, else of the Hugging Face cache (offline),
-    else a known architecture by name, else the hub's."""
-    p = Path(name)
-    if (p / "config.json").is_file():
-        return json.loads((p / "config.json").read_text())
-    try:
-        from huggingface_hub import hf_hub_download
-
-        return json.loads(Path(hf_hub_download(name, "config.json", local_files_only=True)).read_text())
-    except Exception:  # noqa: BLE001 - not cached: the table, then the hub
-        pass
-    key = name.lower().replace("_", "-")
-    for known, cfg in KNOWN.items():
-        if known in key:
-            return cfg
-    try:
-        from huggingface_hub import hf_hub_download
-
-        return json.loads(Path(hf_hub_download(name, "config.json")).read_text())
-    except Exception as e:
-        raise UsageError(f"cannot read the config of {name} ({type(e).__name__}): not a local folder, not in the "
-                         f"Hugging Face cache, hub unreachable; "
-                         f"known offline: {', '.join(KNOWN)}") from None
-
-
-@dataclass
-class Shapes:
-    V: int
-    h: int
-    inter: int
-    L: int
-    heads: int
-    kv: int
-    tied: bool
-
-    @classmethod
-    def of(cls, c: dict) -> "Shapes":
-        return cls(c["vocab_size"], c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"],
-                   c["num_attention_heads"], c.get("num_key_value_heads", c["num_attention_heads"]),
-                   bool(c.get("tie_word_embeddings", False)))
-
-    def linears(self) -> dict[str, tuple[int, int]]:
-        """(in, out) of each linear layer in one decoder block."""
-        kv_dim = self.kv * (self.h // self.heads)
-        return {"q_proj": (self.h, self.h), "k_proj": (self.h, kv_dim), "v_proj": (self.h, kv_dim),
-                "o_proj": (self.h, self.h), "gate_proj": (self.h, self.inter), "up_proj": (self.h, self.inter),
-                "down_proj": (self.inter, self.h)}
-
-    def params(self) -> tuple[int, int]:
-        """(linear-layer parameters, embedding + LM head + norm parameters)."""
-        linear = self.L * sum(i * o for i, o in self.linears().values())
-        embed = self.V * self.h * (1 if self.tied else 2)
-        return linear, embed + (2 * self.L + 1) * self.h
 
 
 def optimizer_bytes(optim: str) -> int:
@@ -167,29 +95,23 @@ def estimate(cfg, backend: str) -> dict:
             "four_bit": cfg.model.load_in_4bit, "memory": mem, "needed": needed(mem, backend), "disk": disk}
 
 
+def lengths_down_from(longest: int, step: int = 256) -> range:
+    """Sequence lengths to try, longest first: multiples of `step` up to `longest`."""
+    return range(longest // step * step, step - 1, -step)
+
+
 def longest_fitting_seq(cfg, backend: str, free: float) -> int | None:
     """The largest max_seq_length (a multiple of 256) whose plan fits `free` bytes."""
-    best, seq = None, 256
-    while seq <= cfg.model.max_seq_length:
-        if needed(memory(cfg, backend, seq), backend) <= free:
-            best = seq
-        seq += 256
-    return best
-
-
-def gpu_free_bytes() -> int:
-    """Free memory on the current CUDA device, as the driver reports it."""
-    import torch
-
-    return int(torch.cuda.mem_get_info()[0])
+    return best_fit(lengths_down_from(cfg.model.max_seq_length),
+                    lambda seq: needed(memory(cfg, backend, seq), backend) <= free)
 
 
 def require_fit(cfg, backend: str) -> None:
     """Stop before any model is loaded when the backend about to run needs more
     GPU memory than is free, with the plan and what would make it fit."""
-    free = gpu_free_bytes()
-    plan = estimate(cfg, backend)
-    if plan["needed"] <= free:
+    free = machine.gpu_free_bytes()
+    training = estimate(cfg, backend)
+    if training["needed"] <= free:
         return
     fixes = []
     if backend == "peft" and cfg.model.load_in_4bit:
@@ -199,28 +121,29 @@ def require_fit(cfg, backend: str) -> None:
     seq = longest_fitting_seq(cfg, backend, free)
     fixes.append(f"lower --max_seq_length to {seq} (fits this GPU by the plan)" if seq else
                  "no max_seq_length fits: use a smaller model or a larger GPU")
-    raise UsageError(f"not enough GPU memory: the {backend} backend needs about {plan['needed'] / GiB:.1f} GiB, "
-                     f"{free / GiB:.1f} GiB free. Either {'; or '.join(fixes)}.\n"
-                     + render(plan, backend, "the backend about to run"))
+    raise UsageError(f"not enough GPU memory: the {backend} backend needs about {training['needed'] / GiB:.1f} "
+                     f"GiB, {free / GiB:.1f} GiB free. Either {'; or '.join(fixes)}.\n"
+                     + render_training(training, backend, "the backend about to run"))
 
 
-def render(plan: dict, backend: str, reason: str, free: float | None = None) -> str:
-    lines = [f"model            {plan['model']} ({plan['params'] / 1e9:.2f}B parameters, "
-             f"{'4-bit' if plan['four_bit'] else '16-bit'} base)",
+def render_training(training: dict, backend: str, reason: str, free: float | None = None) -> str:
+    """The training's plan as `fintune plan` prints it: parameters, GPU memory by part, disk."""
+    lines = [f"model            {training['model']} ({training['params'] / 1e9:.2f}B parameters, "
+             f"{'4-bit' if training['four_bit'] else '16-bit'} base)",
              f"backend          {backend} ({reason})",
-             f"trainable        {plan['trainable']:,} LoRA parameters "
-             f"({100 * plan['trainable'] / plan['params']:.2f}%)",
-             f"tokens per step  {plan['tokens_per_step']:,} (batch x max_seq_length)",
+             f"trainable        {training['trainable']:,} LoRA parameters "
+             f"({100 * training['trainable'] / training['params']:.2f}%)",
+             f"tokens per step  {training['tokens_per_step']:,} (batch x max_seq_length)",
              "estimated peak GPU memory allocated:"]
-    lines += [f"  {k:26s} {v / GiB:7.2f} GiB" for k, v in plan["memory"].items()]
-    lines.append(f"  {'total':26s} {sum(plan['memory'].values()) / GiB:7.2f} GiB")
-    lines.append(f"  {'needed free':26s} {plan['needed'] / GiB:7.2f} GiB (+ allocator overhead, CUDA context)")
+    lines += [f"  {k:26s} {v / GiB:7.2f} GiB" for k, v in training["memory"].items()]
+    lines.append(f"  {'total':26s} {sum(training['memory'].values()) / GiB:7.2f} GiB")
+    lines.append(f"  {'needed free':26s} {training['needed'] / GiB:7.2f} GiB (+ allocator overhead, CUDA context)")
     if free is not None:
         lines.append(f"  this GPU has {free / GiB:.1f} GiB free: "
-                     + ("fits" if plan["needed"] <= free else "DOES NOT FIT, training would refuse to start"))
-    lines.append("  fits a card of " + ", ".join(f"{c} GB: {'yes' if plan['needed'] <= c * GiB * 0.97 else 'no'}"
+                     + ("fits" if training["needed"] <= free else "DOES NOT FIT, training would refuse to start"))
+    lines.append("  fits a card of " + ", ".join(f"{c} GB: {'yes' if training['needed'] <= c * GiB * 0.97 else 'no'}"
                                                for c in CARDS_GIB))
     lines.append("estimated disk:")
-    lines += [f"  {k:26s} {v / GiB:7.2f} GiB" for k, v in plan["disk"].items()]
-    lines.append(f"  {'total':26s} {sum(plan['disk'].values()) / GiB:7.2f} GiB")
+    lines += [f"  {k:26s} {v / GiB:7.2f} GiB" for k, v in training["disk"].items()]
+    lines.append(f"  {'total':26s} {sum(training['disk'].values()) / GiB:7.2f} GiB")
     return "\n".join(lines)

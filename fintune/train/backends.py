@@ -8,10 +8,10 @@ Unsloth must be imported before transformers, trl and peft: it patches them.
 """
 from __future__ import annotations
 
-import importlib.util
 import logging
 from dataclasses import dataclass
 
+from fintune import machine
 from fintune.config import PipelineConfig
 from fintune.errors import UsageError
 
@@ -24,17 +24,9 @@ class Choice:
     reason: str
 
 
-def cuda_available() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return bool(torch.cuda.is_available())
-
-
 def choose_backend(requested: str) -> Choice:
-    has_cuda = cuda_available()
-    has_unsloth = importlib.util.find_spec("unsloth") is not None
+    has_cuda = machine.cuda_available()
+    has_unsloth = machine.installed("unsloth")
     if requested == "unsloth":
         if not (has_cuda and has_unsloth):
             raise UsageError("backend 'unsloth' needs a CUDA GPU and the unsloth package "
@@ -113,7 +105,7 @@ def compile_layers(model) -> int:
     import torch
 
     on_cpu = next(model.parameters()).device.type == "cpu"
-    if on_cpu and not has_cpp_compiler():
+    if on_cpu and not machine.has_cpp_compiler():
         log.info("train: no C++ compiler found (CXX, g++, c++, clang++): torch_compile skipped, eager mode")
         return 0
     layers = decoder_layers(model)
@@ -159,14 +151,6 @@ def start_isa_probe():
     return thread
 
 
-def has_cpp_compiler() -> bool:
-    """Whether inductor finds a C++ compiler to build CPU kernels with."""
-    import os
-    import shutil
-
-    return any(c and shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "c++", "clang++"))
-
-
 # rows up to this long get "eager" attention under auto: its [rows, heads, T, T] scores are
 # kept for the backward (19 MB a layer for 2 rows of 512 tokens, 16x that at 2048)
 EAGER_ATTENTION_MAX_LEN = 1024
@@ -189,7 +173,7 @@ def attention_for(cfg: PipelineConfig, on_cuda: bool, precision: str) -> str | N
     choice = cfg.train.attention
     if choice != "auto":
         return choice
-    compiled = cfg.train.torch_compile and has_cpp_compiler()
+    compiled = cfg.train.torch_compile and machine.has_cpp_compiler()
     if not on_cuda and precision == "bf16" and compiled and cfg.model.max_seq_length <= EAGER_ATTENTION_MAX_LEN:
         return "eager"
     return None
@@ -255,36 +239,3 @@ def load_base(cfg: PipelineConfig, model_path: str, on_cuda: bool, precision: st
     if "quantization_config" in kwargs:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
     return model, tokenizer
-
-
-def bf16_matmul_speedup(m: int = 2048, k: int = 576, n: int = 1536, reps: int = 5) -> float:
-    """fp32 time / bf16 time for the training step's typical matmul on this CPU
-    (0.0: not measured). The default shape is an MLP projection of the CPU
-    profile's batch (8 rows of ~260 tokens x hidden 576 x intermediate 1536):
-    square 256 x 256 timings said bf16 1.7x faster on an AVX512-BF16 CPU where
-    training shapes gain more (AMX, measured 1.9 ms bf16 vs 16 ms fp32 here).
-
-    An AVX2-only x86 CPU has no bf16 instructions and runs them ~70x slower
-    (1.8 vs 123 GFLOP/s measured), so there it is not measured at all: with
-    another process busy, its multi-threaded fp32 GEMM slowed more than the
-    bf16 one, the ratio came out 1.70, and training ran at 100 s a step instead
-    of 2. Elsewhere the two dtypes are timed interleaved, fastest of `reps`.
-    """
-    import platform
-    import time
-
-    import torch
-
-    if platform.machine().lower() in ("x86_64", "amd64") and \
-            not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
-        return 0.0
-    mats = {dt: (torch.randn(m, k).to(dt), torch.randn(k, n).to(dt)) for dt in (torch.float32, torch.bfloat16)}
-    best = dict.fromkeys(mats, float("inf"))
-    for a, b in mats.values():
-        a @ b  # warm-up: the first call picks kernels
-    for _ in range(reps):
-        for dt, (a, b) in mats.items():
-            start = time.perf_counter()
-            a @ b
-            best[dt] = min(best[dt], time.perf_counter() - start)
-    return best[torch.float32] / max(best[torch.bfloat16], 1e-9)

@@ -19,9 +19,15 @@ import logging
 import time
 from pathlib import Path
 
+from fintune import machine
+from fintune.adapters import read_adapter_record, sft_dir
 from fintune.config import PipelineConfig
-from fintune.data.jsonl import read_jsonl
 from fintune.errors import MissingError
+from fintune.jsonl import read_jsonl
+from fintune.plan.stages import dpo_seq, require_dpo_fit
+from fintune.templates import detect
+from fintune.train import backends
+from fintune.train.trainer import pick_precision, resolve_optim, save_on_top
 
 log = logging.getLogger(__name__)
 
@@ -30,15 +36,13 @@ def pairs_path(cfg: PipelineConfig) -> Path:
     return Path(cfg.data.data_dir) / "dpo.jsonl"
 
 
-def run_stage(cfg: PipelineConfig) -> Path:
+def run(cfg: PipelineConfig) -> Path:
     """DPO from the SFT adapter the training step left beside the output directory."""
-    from fintune.train.backends import cuda_available
-    from fintune.train.trainer import pick_precision, read_adapter_record, sft_dir
-
     sft = sft_dir(cfg)
     model_path = read_adapter_record(sft)["base_model_path"]
-    on_cuda = cuda_available()
-    return run(cfg, sft, Path(cfg.train.lora_output_dir), model_path, pick_precision(cfg, on_cuda), on_cuda)
+    on_cuda = machine.cuda_available()
+    return train_pairs(cfg, sft, Path(cfg.train.lora_output_dir), model_path, pick_precision(cfg, on_cuda),
+                       on_cuda)
 
 
 def as_trained(tokenizer, pairs: list[dict]) -> list[dict]:
@@ -53,8 +57,6 @@ def as_trained(tokenizer, pairs: list[dict]) -> list[dict]:
     EOS only where a reply lacks it: the BOS the tokenizer adds itself is taken off the
     prompt here, so the sequence has one, as in SFT. Other families render replies as
     trained and stay conversational."""
-    from fintune.templates import detect
-
     family = detect(tokenizer.chat_template)
     if family.render is None:
         return pairs
@@ -70,42 +72,36 @@ def as_trained(tokenizer, pairs: list[dict]) -> list[dict]:
     return out
 
 
-def load(cfg: PipelineConfig, sft_dir: Path, model_path: str, precision: str, on_cuda: bool):
+def load(cfg: PipelineConfig, sft: Path, model_path: str, precision: str, on_cuda: bool):
     """(trainable model from the SFT adapter, the SFT adapter's tokenizer, backend), through
     SFT's backend, after the plan's check on CUDA."""
-    from fintune.train import backends
-
     backend = backends.choose_backend(cfg.train.backend).backend
     if on_cuda:
-        from fintune.train import plan_stages
-
-        plan_stages.require_dpo_fit(cfg, backend)
+        require_dpo_fit(cfg, backend)
     if backend == "unsloth":
-        model, tokenizer = backends.load_unsloth_adapter(cfg, str(sft_dir))
+        model, tokenizer = backends.load_unsloth_adapter(cfg, str(sft))
         return model, tokenizer, backend
     from peft import PeftModel
     from transformers import AutoTokenizer
 
     base, _ = backends.load_base(cfg, model_path, on_cuda, precision)
-    model = PeftModel.from_pretrained(base, sft_dir, is_trainable=True)
-    return model, AutoTokenizer.from_pretrained(sft_dir), backend
+    model = PeftModel.from_pretrained(base, sft, is_trainable=True)
+    return model, AutoTokenizer.from_pretrained(sft), backend
 
 
-def run(cfg: PipelineConfig, sft_dir: Path, out: Path, model_path: str, precision: str, on_cuda: bool) -> Path:
+def train_pairs(cfg: PipelineConfig, sft: Path, out: Path, model_path: str, precision: str,
+                on_cuda: bool) -> Path:
     path = pairs_path(cfg)
     if not path.is_file():
         raise MissingError(f"--dpo needs preference pairs: {path} not found (put prompt/chosen/rejected "
                                 f"rows in {cfg.data.dataset_folder}/)")
     pairs = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in read_jsonl(path)]
     t = cfg.train
-    model, tokenizer, backend = load(cfg, sft_dir, model_path, precision, on_cuda)
+    model, tokenizer, backend = load(cfg, sft, model_path, precision, on_cuda)
     pairs = as_trained(tokenizer, pairs)
     # TRL after the load: Unsloth, where it is the backend, must be imported first
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
-
-    from fintune.train.plan_stages import dpo_seq
-    from fintune.train.trainer import resolve_optim, save_on_top
 
     args = DPOConfig(
         output_dir=str(Path(t.checkpoint_dir) / "dpo"), beta=t.dpo_beta, learning_rate=t.dpo_learning_rate,
@@ -119,8 +115,8 @@ def run(cfg: PipelineConfig, sft_dir: Path, out: Path, model_path: str, precisio
     trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(pairs), processing_class=tokenizer)
     start = time.time()
     result = trainer.train()
-    save_on_top(trainer, tokenizer, sft_dir, out, "sft", "dpo", {
-        "sft_adapter": str(sft_dir), "pairs": len(pairs), "beta": t.dpo_beta, "backend": backend,
+    save_on_top(trainer, tokenizer, sft, out, "sft", "dpo", {
+        "sft_adapter": str(sft), "pairs": len(pairs), "beta": t.dpo_beta, "backend": backend,
         "global_step": trainer.state.global_step, "train_loss": getattr(result, "training_loss", None),
         "seconds": round(time.time() - start, 1)})
     log.info("dpo: %d pairs, %d steps, loss %s -> %s", len(pairs), trainer.state.global_step,

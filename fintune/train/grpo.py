@@ -1,8 +1,8 @@
 """Optional GRPO after SFT (and DPO), the stage "grpo" (--grpo): TRL's GRPOTrainer
 samples train.grpo_num_generations replies to each training question and rewards
 them with the eval's scorer (fintune/train/rewards.py), starting from the training
-stage's adapter and writing its own (fintune.train.grpo_dir), which merge, export
-and eval then use (fintune.train.final_adapter_dir). With train.grpo off the stage
+stage's adapter and writing its own (fintune.adapters.grpo_dir), which merge, export
+and eval then use (fintune.adapters.final_adapter_dir). With train.grpo off the stage
 does not run, and merge and eval take the training's adapter (pipeline.py Stage.off).
 
 Prompts: the data stage's train.jsonl only, never heldout.jsonl (a row whose
@@ -31,18 +31,23 @@ TRL's own generation (model.generate).
 from __future__ import annotations
 
 import logging
-import os
 import re
 import time
 from collections import Counter
 from pathlib import Path
 
+from fintune import machine
+from fintune.adapters import grpo_dir, read_adapter_record
 from fintune.config import PipelineConfig
-from fintune.data.jsonl import read_jsonl
-from fintune.data.prepare import first_user_text, text_hash
-from fintune.errors import MissingError, UsageError
-from fintune.eval.extract import extract
-from fintune.train.plan_grpo import use_vllm
+from fintune.errors import MissingError, TrainingInterrupted, UsageError
+from fintune.jsonl import read_jsonl
+from fintune.plan.grpo import require_grpo_fit, use_vllm
+from fintune.plan.lines import require_train_fit_on_cpu
+from fintune.prompts import first_user_text, text_hash
+from fintune.scoring.extract import extract
+from fintune.train import backends, signals
+from fintune.train.rewards import reward_funcs
+from fintune.train.trainer import pick_precision, resolve_optim, save_on_top
 
 log = logging.getLogger(__name__)
 
@@ -51,22 +56,17 @@ def checkpoints(cfg: PipelineConfig) -> Path:
     return Path(cfg.train.checkpoint_dir) / "grpo"
 
 
-def run_stage(cfg: PipelineConfig) -> Path:
+def run(cfg: PipelineConfig) -> Path:
     """The stage: GRPO from the training stage's adapter (that adapter itself where --grpo is off)."""
-    from fintune.train import grpo_dir
-    from fintune.train.trainer import read_adapter_record
-
     source = Path(cfg.train.lora_output_dir)
     record = read_adapter_record(source)
     if not cfg.train.grpo:
         return source
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if machine.world_size() > 1:
         raise UsageError("--grpo runs in a single process; train SFT under torchrun, then GRPO without it")
-    from fintune.train.backends import cuda_available
-    from fintune.train.trainer import pick_precision
-
-    on_cuda = cuda_available()
-    return run(cfg, source, grpo_dir(cfg), record["base_model_path"], pick_precision(cfg, on_cuda), on_cuda)
+    on_cuda = machine.cuda_available()
+    return train_grpo(cfg, source, grpo_dir(cfg), record["base_model_path"], pick_precision(cfg, on_cuda),
+                      on_cuda)
 
 
 # ---- prompts ---------------------------------------------------------------
@@ -134,8 +134,6 @@ def grpo_args(cfg: PipelineConfig, precision: str, on_cuda: bool, vllm: bool):
     replies; grpo_prompts_per_step groups make an optimizer step (the generation batch)."""
     from trl import GRPOConfig
 
-    from fintune.train.trainer import resolve_optim
-
     t = cfg.train
     return GRPOConfig(
         output_dir=str(checkpoints(cfg)), num_generations=t.grpo_num_generations,
@@ -152,13 +150,11 @@ def grpo_args(cfg: PipelineConfig, precision: str, on_cuda: bool, vllm: bool):
 def load(cfg: PipelineConfig, adapter: Path, model_path: str, precision: str, on_cuda: bool):
     """(trainable model from the adapter, the adapter's tokenizer, backend), after the plan's
     check: on CUDA the GPU line, on a CPU the RAM the training stage checks."""
-    from fintune.train import backends, plan_grpo, plan_stages
-
     backend = backends.choose_backend(cfg.train.backend).backend
     if on_cuda:
-        plan_grpo.require_grpo_fit(cfg, backend)
+        require_grpo_fit(cfg, backend)
     else:
-        plan_stages.require_train_fit_on_cpu(cfg)
+        require_train_fit_on_cpu(cfg)
     if backend == "unsloth":
         vllm = use_vllm(backend)
         extra = {"fast_inference": True, "max_lora_rank": cfg.lora.lora_r} if vllm else {}
@@ -201,10 +197,8 @@ class GenerationClock:
         model.generate = generate
 
 
-def run(cfg: PipelineConfig, source: Path, out: Path, model_path: str, precision: str, on_cuda: bool) -> Path:
-    from fintune.train import signals
-    from fintune.train.rewards import reward_funcs
-
+def train_grpo(cfg: PipelineConfig, source: Path, out: Path, model_path: str, precision: str,
+               on_cuda: bool) -> Path:
     model, tokenizer, backend = load(cfg, source, model_path, precision, on_cuda)
     # TRL after the load: Unsloth, where it is the backend, must be imported first
     from datasets import Dataset
@@ -223,7 +217,7 @@ def run(cfg: PipelineConfig, source: Path, out: Path, model_path: str, precision
     with signals.checkpoint_on_signal(trainer) as stopper:
         result = trainer.train(resume_from_checkpoint=resume)
     if stopper.received:
-        raise signals.TrainingInterrupted(
+        raise TrainingInterrupted(
             f"GRPO stopped by {stopper.received} at step {trainer.state.global_step}; checkpoint saved in "
             f"{checkpoints(cfg)}; continue with --resume_from_checkpoint latest")
     return save(cfg, trainer, tokenizer, source, out, counts, backend, time.time() - start, result,
@@ -232,8 +226,6 @@ def run(cfg: PipelineConfig, source: Path, out: Path, model_path: str, precision
 
 def save(cfg, trainer, tokenizer, source: Path, out: Path, counts: Counter, backend: str, seconds: float,
          result, generation_seconds: float | None, first_step: int = 0) -> Path:
-    from fintune.train.trainer import save_on_top
-
     t, history = cfg.train, trainer.state.log_history
     steps = [h for h in history if "completions/mean_length" in h]
     # this run's steps: a resumed run's history starts with the checkpoint's

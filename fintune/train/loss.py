@@ -18,7 +18,7 @@ forward call), TRL's loss is kept.
 """
 from __future__ import annotations
 
-CHUNK = 64  # rows of logits at a time: 64 x 49,152 in fp32 is 12.5 MB
+from fintune.plan.lines import LOSS_CHUNK_ROWS as CHUNK  # rows of logits at a time (the plan counts them)
 
 
 def _fused_ce():

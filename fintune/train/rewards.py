@@ -3,9 +3,9 @@ component, so each is logged on its own (TRL logs `rewards/<function name>/mean`
 trl 1.14.2 trainer/grpo_trainer.py GRPOTrainer._generate_and_score_completions).
 
 A reply is judged as the eval judges it: first cut by the eval's stop rule
-(fintune/eval/stop.py cut: a looping reply ends at its third repeated line, the
+(fintune/scoring/stop.py cut: a looping reply ends at its third repeated line, the
 rest of the reply after the first final-answer line is dropped), then read by
-the eval's scorer (fintune/eval/extract.py extract / score / expectation). A
+the eval's scorer (fintune/scoring/extract.py extract / score / expectation). A
 reply cut at the token limit is whatever is left: no answer, no reward.
 
 - correct: 1 where the scorer counts the answer right (explicit answer within
@@ -16,7 +16,7 @@ reply cut at the token limit is whatever is left: no answer, no reward.
   it, so an unclosed reasoning block has no answer part.
 - steps: for generated families, 0.5 for the formula line and 0.5 for the
   substitution line matching the worked solution, as the eval's formula and
-  substitution rates count them (fintune/eval/report.py step_matches). None for
+  substitution rates count them (fintune/scoring/judge.py step_matches). None for
   rows without a worked solution: TRL leaves a None out of that function's mean
   and of the row's sum (it becomes NaN, summed with nansum).
 - length (train.grpo_length_penalty > 0): -penalty x reply tokens / max tokens.
@@ -27,9 +27,9 @@ here `gold`, `question`, `solution` and `open_think` (fintune/train/grpo.py).
 """
 from __future__ import annotations
 
-from fintune.eval.extract import Extraction, Score, expectation, extract, score
-from fintune.eval.report import step_matches
-from fintune.eval.stop import cut
+from fintune.scoring.extract import Extraction, Score, expectation, extract, score
+from fintune.scoring.judge import step_matches
+from fintune.scoring.stop import cut
 
 
 def reply_text(completion) -> str:

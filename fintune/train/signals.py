@@ -6,13 +6,10 @@ import contextlib
 import logging
 import signal
 
-from fintune.errors import FintuneError
+from fintune.errors import TrainingInterrupted
 
 log = logging.getLogger(__name__)
-
-
-class TrainingInterrupted(FintuneError, RuntimeError):
-    """Training stopped on a signal after saving a checkpoint."""
+__all__ = ["TrainingInterrupted", "checkpoint_on_signal"]
 
 
 class _Stopper:

@@ -8,24 +8,28 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import re
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from fintune import machine, models
+from fintune.adapters import ADAPTER_RECORD, sft_dir
 from fintune.config import PipelineConfig
-from fintune.data.jsonl import read_jsonl, write_jsonl
-from fintune.errors import MissingError, UsageError
+from fintune.errors import MissingError, TrainingInterrupted, UsageError
+from fintune.jsonl import read_jsonl, write_jsonl
 from fintune.manifest import atomic_path, write_json_atomic
+from fintune.plan import training
+from fintune.plan.lines import require_train_fit_on_cpu
 from fintune.templates import detect, tokenize_example
 from fintune.train import backends, signals
 from fintune.train.loraplus import with_loraplus
-from fintune.train.loss import lora_inputs_uncast
+from fintune.train.loss import lora_inputs_uncast, sft_trainer_class
 
 log = logging.getLogger(__name__)
-ADAPTER_RECORD = "fintune_adapter.json"
 
 
 def resolve_checkpoint(value: str | None, checkpoint_dir: str | Path) -> str | None:
@@ -69,7 +73,7 @@ def pick_precision(cfg: PipelineConfig, on_cuda: bool) -> str:
 
     if on_cuda:
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    speedup = backends.bf16_matmul_speedup()
+    speedup = machine.bf16_matmul_speedup()
     choice = "bf16" if speedup > 1.2 else "fp32"
     if speedup == 0.0:
         log.info("train: CPU without bf16 instructions (%s) -> fp32", torch.backends.cpu.get_cpu_capability())
@@ -78,41 +82,65 @@ def pick_precision(cfg: PipelineConfig, on_cuda: bool) -> str:
     return choice
 
 
-def run(cfg: PipelineConfig) -> Path:
-    from fintune.models import resolve_base_model
+@dataclass
+class Loaded:
+    """The model a training run trains, and what was decided while loading it."""
+    model: Any
+    tokenizer: Any
+    choice: backends.Choice
+    model_path: str
+    on_cuda: bool
+    precision: str
+    compiled: bool = False
+    # inductor's instruction-set check, run beside the load; joined before the first step
+    probe: Any = None
 
+
+def run(cfg: PipelineConfig) -> Path:
+    """The SFT step: load the base per backend, split the rows, train under the
+    signal handler, save the adapter (or, with --dpo, the SFT adapter DPO starts from)."""
+    if cfg.train.dpo and machine.world_size() > 1:
+        raise UsageError("--dpo runs in a single process; train SFT under torchrun, then DPO without it")
+    loaded = load(cfg)
+    family = detect(loaded.tokenizer.chat_template)
+    train_ex, val_ex, stats = examples(cfg, loaded.tokenizer, family)
+    trainer = make_trainer(cfg, loaded.model, loaded.tokenizer, train_ex, val_ex, loaded.precision,
+                           loaded.on_cuda, loaded.compiled)
+    result, elapsed = train(cfg, trainer, loaded, stats)
+    return save(cfg, trainer, loaded, family.name, stats, elapsed, result)
+
+
+def load(cfg: PipelineConfig) -> Loaded:
+    """The base with fresh LoRA weights, after the plan's check (refused before loading
+    when it cannot fit)."""
     t = cfg.train
     choice = backends.choose_backend(t.backend)
     log.info("train: backend %s (%s)", choice.backend, choice.reason)
-    model_path = resolve_base_model(cfg.model.base_model)
-    on_cuda = backends.cuda_available()
-    # refuse before loading anything when the plan says it cannot fit
+    model_path = models.resolve_base_model(cfg.model.base_model)
+    on_cuda = machine.cuda_available()
     if on_cuda:
-        from fintune.train import plan
-
-        plan.require_fit(cfg, choice.backend)
+        training.require_fit(cfg, choice.backend)
     else:
-        from fintune.train.plan_stages import require_train_fit_on_cpu
-
         require_train_fit_on_cpu(cfg)
     precision = pick_precision(cfg, on_cuda)
-    compiled, probe = False, None
     if choice.backend == "unsloth":
         model, tokenizer = backends.load_unsloth(cfg, model_path)
         if t.torch_compile:
             log.info("train: torch_compile left to Unsloth, which compiles its own kernels")
         if t.attention != "auto":
             log.info("train: train.attention %s not applied: Unsloth picks its own attention kernels", t.attention)
-    else:
-        # after pick_precision: the probe's compilers would skew its matmul timings
-        probe = backends.start_isa_probe() if t.torch_compile and not on_cuda and backends.has_cpp_compiler() \
-            else None
-        model, tokenizer = backends.load_peft(cfg, model_path, on_cuda, precision)
-        compiled = bool(t.torch_compile and backends.compile_layers(model))
+        return Loaded(model, tokenizer, choice, model_path, on_cuda, precision)
+    # after pick_precision: the probe's compilers would skew its matmul timings
+    probe = backends.start_isa_probe() if t.torch_compile and not on_cuda and machine.has_cpp_compiler() else None
+    model, tokenizer = backends.load_peft(cfg, model_path, on_cuda, precision)
+    compiled = bool(t.torch_compile and backends.compile_layers(model))
+    return Loaded(model, tokenizer, choice, model_path, on_cuda, precision, compiled, probe)
 
-    if t.dpo and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise UsageError("--dpo runs in a single process; train SFT under torchrun, then DPO without it")
-    family = detect(tokenizer.chat_template)
+
+def examples(cfg: PipelineConfig, tokenizer, family) -> tuple[list[dict], list[dict], dict]:
+    """(training examples, validation examples, counts): train.jsonl shuffled with the
+    run's seed, val_fraction of it held back for the eval loss."""
+    t = cfg.train
     rows = list(read_jsonl(Path(cfg.data.data_dir) / "train.jsonl"))
     random.Random(t.train_seed).shuffle(rows)
     n_val = max(1, int(len(rows) * t.val_fraction)) if t.val_fraction > 0 else 0
@@ -120,45 +148,46 @@ def run(cfg: PipelineConfig) -> Path:
     val_ex, _ = build_dataset(rows[:n_val], tokenizer, family, cfg.model.max_seq_length) if n_val else ([], {})
     log.info("train: %d examples (%d dropped over max_seq_length=%d), %d validation, template %s",
              stats["kept"], stats["dropped_too_long"], cfg.model.max_seq_length, len(val_ex), family.name)
+    return train_ex, val_ex, stats
 
-    # Our labels already mask everything but the reply, on every backend. Unsloth's
-    # train_on_responses_only is not applied on top: it starts every row's labels at
-    # -100 and unmasks only spans after a response marker, then drops rows left fully
-    # masked (unsloth_zoo 2026.10.9, dataset_utils.py train_on_responses_only:
-    # _train_on_responses_only and _filter_fully_masked), so plain-text rows never trained.
-    trainer = make_trainer(cfg, model, tokenizer, train_ex, val_ex, precision, on_cuda, compiled)
+
+def train(cfg: PipelineConfig, trainer, loaded: Loaded, stats: dict) -> tuple[Any, float]:
+    """Train (resuming where asked); a signal saves a checkpoint and stops with
+    TrainingInterrupted. Returns TRL's result and the seconds it took."""
+    t = cfg.train
     resume = resolve_checkpoint(t.resume_from_checkpoint, t.checkpoint_dir)
     if resume:
         log.info("train: resuming from %s (weights, optimizer, scheduler, RNG and data position)", resume)
     session = session_tokens_callback()
     trainer.add_callback(session)
-    if probe is not None:
-        probe.join()
+    if loaded.probe is not None:
+        loaded.probe.join()
     start = time.time()
-    lean = not on_cuda and precision == "bf16" and choice.backend == "peft"
-    with signals.checkpoint_on_signal(trainer) as stopper, lora_inputs_uncast(model, lean):
+    # on a CPU in bf16, PEFT's fp32 cast of each LoRA input is pure copying (train/loss.py)
+    uncast = not loaded.on_cuda and loaded.precision == "bf16" and loaded.choice.backend == "peft"
+    with signals.checkpoint_on_signal(trainer) as stopper, lora_inputs_uncast(loaded.model, uncast):
         result = trainer.train(resume_from_checkpoint=resume)
     elapsed = time.time() - start
     stats["tokens_this_run"] = session.tokens(trainer.state)
     if stopper.received:
-        raise signals.TrainingInterrupted(
+        raise TrainingInterrupted(
             f"training stopped by {stopper.received} at step {trainer.state.global_step}; checkpoint saved in "
             f"{t.checkpoint_dir}; continue with --resume_from_checkpoint latest")
+    return result, elapsed
+
+
+def save(cfg: PipelineConfig, trainer, loaded: Loaded, family_name: str, stats: dict, elapsed: float,
+         result) -> Path:
+    t = cfg.train
+    args = (cfg, trainer, loaded.tokenizer, loaded.model_path, loaded.choice, family_name, stats, elapsed, result)
     if trainer.args.world_size > 1:
         # DDP: rank 0 writes the adapter while the others wait for it
         if trainer.is_world_process_zero():
-            save_adapter(cfg, trainer, tokenizer, model_path, choice, family.name, stats, elapsed, result)
+            save_adapter(*args)
         trainer.accelerator.wait_for_everyone()
         return Path(t.lora_output_dir)
-    # with --dpo this is the SFT adapter; DPO (dpo.run_stage) starts from it in a process of its own
-    out = sft_dir(cfg) if t.dpo else Path(t.lora_output_dir)
-    return save_adapter(cfg, trainer, tokenizer, model_path, choice, family.name, stats, elapsed, result, out=out)
-
-
-def sft_dir(cfg: PipelineConfig) -> Path:
-    """Where the SFT adapter goes when DPO follows it."""
-    out = Path(cfg.train.lora_output_dir)
-    return out.with_name(out.name + "-sft")
+    # with --dpo this is the SFT adapter; DPO (dpo.run) starts from it in a process of its own
+    return save_adapter(*args, out=sft_dir(cfg) if t.dpo else Path(t.lora_output_dir))
 
 
 def session_tokens_callback():
@@ -180,9 +209,13 @@ def session_tokens_callback():
 
 
 def make_trainer(cfg, model, tokenizer, train_ex, val_ex, precision: str, on_cuda: bool, compiled: bool = False):
+    """TRL's SFTTrainer on our tokenized examples. Our labels already mask everything
+    but the reply, on every backend. Unsloth's train_on_responses_only is not applied
+    on top: it starts every row's labels at -100 and unmasks only spans after a
+    response marker, then drops rows left fully masked (unsloth_zoo 2026.10.9,
+    dataset_utils.py train_on_responses_only: _train_on_responses_only and
+    _filter_fully_masked), so plain-text rows would never train."""
     from datasets import Dataset
-
-    from fintune.train.loss import sft_trainer_class
 
     t = cfg.train
     args = sft_args(cfg, precision, on_cuda, has_val=bool(val_ex))
@@ -192,7 +225,7 @@ def make_trainer(cfg, model, tokenizer, train_ex, val_ex, precision: str, on_cud
 
         callbacks.append(EarlyStoppingCallback(t.early_stopping_patience, t.early_stopping_threshold))
     # one CPU process: the label-positions loss (train/loss.py); else TRL's own
-    trainer_class = sft_trainer_class(lean_loss=not on_cuda and int(os.environ.get("WORLD_SIZE", "1")) == 1)
+    trainer_class = sft_trainer_class(lean_loss=not on_cuda and machine.world_size() == 1)
     trainer_class = with_loraplus(trainer_class, cfg.lora.loraplus_lr_ratio)
     if compiled:
         trainer_class = backends.eager_evaluation(trainer_class)
@@ -205,6 +238,8 @@ def sft_args(cfg, precision: str, on_cuda: bool, has_val: bool):
     from trl import SFTConfig
 
     t = cfg.train
+    # transformers 5 has no warmup_ratio: a warmup_steps below 1 is the share of all steps
+    # (training_args.py get_warmup_steps), so the ratio goes there
     return SFTConfig(
         output_dir=t.checkpoint_dir, per_device_train_batch_size=t.per_device_train_batch_size,
         per_device_eval_batch_size=t.per_device_train_batch_size,
@@ -338,10 +373,3 @@ def _versions() -> dict:
         except PackageNotFoundError:
             pass
     return out
-
-
-def read_adapter_record(adapter_dir: str | Path) -> dict:
-    p = Path(adapter_dir) / ADAPTER_RECORD
-    if not p.is_file():
-        raise MissingError(f"{p} not found: {adapter_dir} was not written by the training stage")
-    return json.loads(p.read_text())
