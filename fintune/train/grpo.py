@@ -46,7 +46,7 @@ from fintune.plan.lines import require_train_fit_on_cpu
 from fintune.prompts import first_user_text, text_hash
 from fintune.scoring.extract import extract
 from fintune.train import backends, signals
-from fintune.train.rewards import reward_funcs
+from fintune.train import rewards  # module, so a test can swap rewards.reward_funcs
 from fintune.train.trainer import pick_precision, resolve_optim, save_on_top
 
 log = logging.getLogger(__name__)
@@ -208,7 +208,7 @@ def train_grpo(cfg: PipelineConfig, source: Path, out: Path, model_path: str, pr
     log.info("grpo: %d prompts (%s)", len(rows), ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     args = grpo_args(cfg, precision, on_cuda, use_vllm(backend))
     clock = None if args.use_vllm else GenerationClock(model)
-    trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs(cfg.train), args=args,
+    trainer = GRPOTrainer(model=model, reward_funcs=rewards.reward_funcs(cfg.train), args=args,
                           train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
     resume = resume_point(cfg)
     if resume:
