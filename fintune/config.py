@@ -520,6 +520,10 @@ def load_yaml(path: str | Path) -> dict[str, dict[str, Any]]:
         if section == "profile":
             out["profile"] = values
             continue
+        if section in FLAGS:  # a flat file, as axolotl's: the key belongs inside its section
+            home = FLAGS[section][0]
+            raise ConfigError(f"{path}: unknown section {section!r}: it is a setting of [{home}]; "
+                              f"put it under {home}:")
         if section not in SECTIONS:
             raise ConfigError(f"{path}: unknown section {section!r}; valid sections: "
                               f"profile, {', '.join(SECTIONS)}")

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
+from fintune.cli.parsers import hyphens_to_underscores, reject_unknown
 from fintune.errors import MissingError
 from fintune.eval.evaluate import evaluate, load_eval_file, set_name
 from fintune.eval.report import markdown, write_report
@@ -81,7 +83,8 @@ def _generation_args(gen) -> None:
 
 def parse(argv, prog: str = "fintune eval") -> argparse.Namespace:
     p = eval_parser(prog)
-    args = p.parse_args(argv)
+    args, unknown = p.parse_known_args(hyphens_to_underscores(p, sys.argv[1:] if argv is None else argv))
+    reject_unknown(p, unknown)
     if not args.rescore:
         for needed, ok in (("--eval_file", args.eval_file), ("--model or --gguf", args.model or args.gguf),
                            ("--output", args.output)):
