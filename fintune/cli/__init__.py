@@ -44,6 +44,8 @@ COMMANDS: dict[str, tuple[str, Callable | None, Callable[[argparse.Namespace], i
     "merge": ("merge the adapter into the base model (FP16)", _stage("merge"), commands.stage_command),
     "export": ("GGUF conversion, quantization, Ollama Modelfile", _stage("export"), commands.stage_command),
     "eval": ("score a GGUF or Hugging Face model on eval files", None, eval_cli.eval_command),
+    "setup-llama-cpp": ("fetch and build the llama.cpp tools that export and eval run",
+                        parsers.setup_llama_cpp_parser, commands.setup_llama_cpp_command),
 }
 
 EXAMPLES = """examples:

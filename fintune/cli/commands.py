@@ -71,6 +71,18 @@ def stage_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def setup_llama_cpp_command(args: argparse.Namespace) -> int:
+    """Build llama.cpp into args.dir with the script the package ships (the same one
+    `make setup` runs in a checkout), under this Python for its converter's needs."""
+    import subprocess
+    import sys
+    from importlib.resources import as_file, files
+
+    with as_file(files("fintune") / "scripts" / "setup_llama_cpp.sh") as script:
+        log.info("building llama.cpp into %s with %s (5-8 minutes on 2 cores)", args.dir, script)
+        return subprocess.run(["bash", str(script), args.dir, sys.executable]).returncode
+
+
 def dry_run(cfg) -> int:
     """The training's plan, then every stage's on this machine; loads no model."""
     if cfg.train.backend == "unsloth":  # plan it even where it cannot run

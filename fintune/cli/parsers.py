@@ -147,6 +147,19 @@ def plan_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentPa
     return p
 
 
+def setup_llama_cpp_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    p = described(p, "fintune setup-llama-cpp", "Fetch llama.cpp's source (from the llama-cpp-python sdist on "
+                  "PyPI) and build the tools export and eval run: llama-quantize, llama-completion, "
+                  "llama-perplexity, llama-server; CUDA where nvcc and a GPU are present. Needs CMake and a "
+                  "C/C++ compiler. Then pass --llama_cpp_path DIR (or run from DIR's parent).", [
+                      "%(prog)s                    # into ./llama.cpp",
+                      "%(prog)s ~/llama.cpp        # then: fintune run --llama_cpp_path ~/llama.cpp"])
+    p.usage = "%(prog)s [DIR]"
+    p.add_argument("dir", nargs="?", default="llama.cpp", metavar="DIR",
+                   help="where llama.cpp goes (default: %(default)s)")
+    return p
+
+
 STAGE_HELP = {
     "data": ("Prepare the training data alone: generated curriculum, hub corpora, market data and "
              "your files in --dataset_folder, validated and tokenized.", "--dataset_folder my_data/"),
