@@ -55,7 +55,7 @@ def test_a_hub_model_offline_and_not_cached_is_one_line(tmp_path):
                           "--model_name", "HuggingFaceTB/SmolLM2-135M-Instruct"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 2, out.stderr[-2000:]
-    assert "Traceback" not in out.stderr
-    errors = [line for line in out.stderr.splitlines() if "error:" in line]
-    assert any("HuggingFaceTB/SmolLM2-135M-Instruct: not a local directory, not in the local Hugging Face "
-               "cache, and the hub is unreachable (HF_HUB_OFFLINE is set)" in e for e in errors), out.stderr
+    assert "Traceback" not in out.stderr and "stage data" not in out.stderr  # refused before the first stage
+    assert "error: 1 problem(s) found before any stage ran (data, train)" in out.stderr, out.stderr
+    assert ("  - model.base_model HuggingFaceTB/SmolLM2-135M-Instruct: not a local directory, not in the local "
+            "Hugging Face cache, and the hub is unreachable (HF_HUB_OFFLINE is set)") in out.stderr

@@ -13,7 +13,8 @@ from fintune.config import ConfigError, overrides_from_args
 from fintune.export import smoke_prompt
 from fintune.llama_cpp import LlamaCpp
 from fintune.manifest import Manifest
-from fintune.pipeline import artifact_listing, run_pipeline
+from fintune.pipeline import STAGES, artifact_listing, run_pipeline
+from fintune.plan import preflight
 from fintune.plan.lines import this_machine
 from fintune.plan.stages import render_stages, stages
 from fintune.plan.training import estimate, render_training
@@ -94,6 +95,8 @@ def dry_run(cfg) -> int:
     print(render_training(estimate(cfg, backend), backend, reason, host.gpu_free))
     print()
     print(render_stages(cfg, stages(cfg, backend, host), host))
+    print()
+    print(preflight.render(cfg, [s.name for s in STAGES if not (s.off and s.off(cfg))]))
     return 0
 
 

@@ -106,12 +106,12 @@ def load(cfg: PipelineConfig) -> Loaded:
     t = cfg.train
     choice = backends.choose_backend(t.backend)
     log.info("train: backend %s (%s)", choice.backend, choice.reason)
-    model_path = models.resolve_base_model(cfg.model.base_model)
     on_cuda = machine.cuda_available()
     if on_cuda:
         training.require_fit(cfg, choice.backend)
     else:
         require_train_fit_on_cpu(cfg)
+    model_path = models.resolve_base_model(cfg.model.base_model)
     precision = pick_precision(cfg, on_cuda)
     if choice.backend == "unsloth":
         model, tokenizer = backends.load_unsloth(cfg, model_path)
