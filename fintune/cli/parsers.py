@@ -99,7 +99,7 @@ RUN_EXAMPLES = [
     "%(prog)s --config r1-distill-qwen-14b-24gb --dry_run  # plan, memory and disk; runs nothing",
     "%(prog)s --config r1-distill-qwen-7b-h100 --max_steps 500",
     "%(prog)s --quick                                  # every stage on a slice, to check a setup",
-    "%(prog)s --skip_dataset_prep --skip_training      # merge, export and eval again",
+    "%(prog)s --skip_training --quant_types Q4_K_M,Q5_K_M  # new quants: export and eval rerun, training left as is",
     "%(prog)s --grpo                                   # GRPO on the scorer's rewards after SFT",
 ]
 
