@@ -247,8 +247,9 @@ class TrainConfig:
                                          "each reward, against long replies; 0 = off.")
     grpo_save_steps: int = setting(10, "Save a GRPO checkpoint every this many steps (> 0).")
     resume_from_checkpoint: Optional[str] = setting(None, "Continue training from a checkpoint folder, or "
-                                                    "latest for the newest checkpoint-N in checkpoint_dir; "
-                                                    "unset = start afresh.")
+                                                    "latest for the newest checkpoint-N in checkpoint_dir "
+                                                    "saved by a run with these settings (another run's is "
+                                                    "refused); unset = start afresh.")
 
     def __post_init__(self):
         _check(self.backend in ("auto", "unsloth", "peft"),
@@ -520,6 +521,10 @@ def load_yaml(path: str | Path) -> dict[str, dict[str, Any]]:
         if section == "profile":
             out["profile"] = values
             continue
+        if section in FLAGS:  # a flat file, as axolotl's: the key belongs inside its section
+            home = FLAGS[section][0]
+            raise ConfigError(f"{path}: unknown section {section!r}: it is a setting of [{home}]; "
+                              f"put it under {home}:")
         if section not in SECTIONS:
             raise ConfigError(f"{path}: unknown section {section!r}; valid sections: "
                               f"profile, {', '.join(SECTIONS)}")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from fintune.errors import FintuneError
+from fintune.registry import Registry
 
 # general.file_type of each type the export writes (llama.cpp's llama_ftype)
 FILE_TYPES = {"F32": 0, "F16": 1, "Q8_0": 7, "Q4_K_M": 15, "Q5_K_M": 17, "Q6_K": 18, "BF16": 32}
@@ -20,6 +21,10 @@ GGUF_BITS = {"F32": 32, "F16": 16, "BF16": 16, "Q8_0": 8.5, "Q6_K": 6.56, "Q5_K_
              "Q5_0": 5.5, "Q4_K_M": 4.85, "Q4_K_S": 4.58, "Q4_0": 4.55, "Q3_K_M": 3.91, "Q3_K_S": 3.5,
              "Q2_K": 2.63, "IQ4_XS": 4.25}
 UNKNOWN_GGUF_BITS = 8.5          # a type not listed: sized as Q8_0, the larger side
+# the types a run may ask for where llama-quantize is not there to list its own (the plan, the preflight)
+QUANT_TYPES: Registry[float] = Registry("quantization type")
+for _name, _bits in GGUF_BITS.items():
+    QUANT_TYPES.register(_name, _bits)
 
 
 def bits_per_weight(qtype: str) -> float:

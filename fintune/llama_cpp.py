@@ -10,7 +10,9 @@ from pathlib import Path
 
 from fintune.errors import FintuneError
 
-SETUP_HINT = "run `scripts/setup_llama_cpp.sh {root}` (or `make setup`) to fetch and build it"
+# the installed package ships the build script (fintune/scripts/), so the hint works outside a checkout
+SETUP_HINT = ("build it with `fintune setup-llama-cpp {root}`, or point --llama_cpp_path at a llama.cpp "
+              "checkout with its tools built")
 
 
 # chunks of the eval text llama-perplexity scores (of 128 tokens each)

@@ -14,12 +14,13 @@ import copy
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 from fintune import machine
 from fintune.adapters import final_adapter_dir, read_adapter_record
 from fintune.config import EMBEDDED_BASE
-from fintune.errors import FintuneError, UsageError
+from fintune.errors import FintuneError, MissingError, UsageError
 from fintune.gguf import read_header
 from fintune.llama_cpp import LlamaCpp
 from fintune.manifest import atomic_path, write_json_atomic
@@ -34,13 +35,63 @@ def cache_dir() -> Path:
     return Path(os.environ.get("FINTUNE_CACHE", Path.home() / ".cache" / "fintune"))
 
 
-def resolve_base_model(name: str) -> str:
-    """Return something ``from_pretrained`` accepts for the configured base model."""
+def resolve_base_model(name: str, flag: str = "model.base_model") -> str:
+    """Return something ``from_pretrained`` accepts for the configured base model;
+    a missing folder, or a hub id neither cached nor downloadable, is one line."""
     if name == EMBEDDED_BASE:
         return str(materialize_smollm2())
     if name.startswith("embedded:"):
         raise UsageError(f"unknown embedded model {name!r}; known: {EMBEDDED_BASE}")
+    check_source(name, flag)
     return name
+
+
+def is_hub_id(name: str) -> bool:
+    """`org/name` or `name` as the hub spells repositories; a path (/x, ./x, a/b/c) is not."""
+    return bool(re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?", name)) and ".." not in name
+
+
+def hub_unreachable() -> str | None:
+    """Why the Hugging Face hub cannot be reached from here, or None when it can: the
+    offline switch, or a connection that does not open within 3 s (instead of
+    huggingface_hub's retries, a hundred log lines before its own error)."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return "HF_HUB_OFFLINE is set"
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    url = urlparse(endpoint)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), 3).close()
+    except OSError as e:
+        return f"{url.hostname}: {e.strerror or e}"
+    return None
+
+
+def in_hf_cache(repo_id: str) -> bool:
+    """Whether the hub model `repo_id` has a config in the local Hugging Face cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except ValueError:  # huggingface_hub's HFValidationError: not a repository name
+        return False
+
+
+def check_source(name: str, flag: str) -> None:
+    """A model `name` is a local folder, or a hub id that is cached or downloadable;
+    otherwise a MissingError naming `flag` and why."""
+    if Path(name).expanduser().is_dir():
+        return
+    if not is_hub_id(name):
+        raise MissingError(f"{flag} {name}: no such directory")
+    if in_hf_cache(name):
+        return
+    why = hub_unreachable()
+    if why:
+        raise MissingError(f"{flag} {name}: not a local directory, not in the local Hugging Face cache, and the "
+                           f"hub is unreachable ({why}); download it where the hub is reachable, or give a folder")
 
 
 def local_dir(name: str | Path) -> Path:

@@ -28,6 +28,7 @@ from fintune.errors import FintuneError, StageProcessError, TrainingInterrupted
 from fintune.eval import stage as eval_stage
 from fintune.llama_cpp import LlamaCpp
 from fintune.manifest import Manifest, describe, now
+from fintune.plan import preflight
 from fintune.train import grpo
 
 log = logging.getLogger("fintune")
@@ -130,6 +131,9 @@ def run_pipeline(cfg: PipelineConfig, manifest_path: Path, skip: set[str] = froz
     fresh processes (off under torchrun, whose ranks are fresh processes already)."""
     manifest = Manifest(manifest_path)
     produced: dict[str, list[str]] = {}
+    to_run = pending(cfg, manifest, skip, only)
+    if to_run:  # what a later stage needs is checked before the first one starts
+        preflight.require_ready(cfg, to_run)
     for stage in STAGES:
         if only is not None and stage.name not in only:
             continue
@@ -149,6 +153,20 @@ def run_pipeline(cfg: PipelineConfig, manifest_path: Path, skip: set[str] = froz
         log.info("stage %-6s running (%s)", stage.name, why)
         produced[stage.name] = run_stage(stage, cfg, manifest, fp, isolate and stage.own_process)
     return produced
+
+
+def pending(cfg: PipelineConfig, manifest: Manifest, skip: set[str] = frozenset(),
+            only: list[str] | None = None) -> list[str]:
+    """The stages a run will run: from the first one that is not up to date, every
+    later one that is selected, on and not skipped (a rerun stage makes new inputs)."""
+    names: list[str] = []
+    for stage in STAGES:
+        if (only is not None and stage.name not in only) or (stage.off and stage.off(cfg)) \
+                or stage.skip_flag in skip:
+            continue
+        if names or not manifest.is_up_to_date(stage.name, fingerprint(stage, cfg, manifest))[0]:
+            names.append(stage.name)
+    return names
 
 
 def run_stage(stage: Stage, cfg: PipelineConfig, manifest: Manifest, fp: str, in_child: bool) -> list[str]:

@@ -39,12 +39,45 @@ def test_bad_value_names_the_field():
         build_config(overrides={"max_steps": "many"})
 
 
-def test_unknown_flag_lists_valid_flags(capsys):
+def test_unknown_flag_is_one_short_line_with_the_nearest_flag(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--learning_rat", "1"])
     assert e.value.code == 2
-    err = capsys.readouterr().err
-    assert "--learning_rate" in err and "--skip_training" in err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith("unrecognized arguments: --learning_rat 1; did you mean --learning_rate?")
+    assert "--skip_training" not in "\n".join(err) and len("\n".join(err)) < 300  # not every option
+
+
+@pytest.mark.parametrize("argv", [["run", "--xyzzy"], ["eval", "--xyzzy"], ["plan", "--max-stepz", "3"]])
+def test_every_command_answers_an_unknown_flag_in_one_line(argv, capsys):
+    from fintune.cli import main as fintune
+
+    with pytest.raises(SystemExit) as e:
+        fintune(argv)
+    assert e.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"fintune {argv[0]}: error: unrecognized arguments: {argv[1]}")
+    assert "did you mean --max_steps?" in last if argv[1] == "--max-stepz" else "--help` lists" in last
+
+
+def test_hyphenated_flags_are_the_underscored_ones(monkeypatch):
+    """As HF's own parser accepts both spellings (transformers 5.17 hf_argparser.py
+    _parse_dataclass_field adds --{name with hyphens}), --learning-rate is --learning_rate."""
+    from fintune import cli
+    from fintune.cli.parsers import parse, plan_parser
+
+    seen = {}
+    monkeypatch.setitem(cli.COMMANDS, "plan", ("", plan_parser, lambda args: seen.update(vars(args)) or 0))
+    assert cli.main(["plan", "--learning-rate", "1e-4", "--lora-r=8", "--no-eval-cache"]) == 0
+    assert seen["learning_rate"] == 1e-4 and seen["lora_r"] == 8 and seen["eval_cache"] is False
+    args = parse(pipeline_parser(), ["--max-steps", "5", "--skip-eval", "--no-eval_cache"])
+    assert args.max_steps == 5 and args.skip_eval and args.eval_cache is False
+
+
+def test_a_flat_yaml_key_is_told_which_section_it_belongs_to(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_yaml(write(tmp_path, "learning_rate: 2e-4\nlora_r: 8\n"))
+    assert str(e.value).endswith("unknown section 'learning_rate': it is a setting of [train]; put it under train:")
 
 
 def test_flag_abbreviations_are_refused():

@@ -117,3 +117,32 @@ def test_setup_builds_with_cuda_where_nvcc_and_a_gpu_are(tmp_path):
         assert "-DGGML_CUDA=OFF" in out and "GGML_CUDA=ON" not in out and "cuda=" not in out
         stamp = next(l for l in out.splitlines() if l.startswith("stamp: "))
         assert stamp.startswith("stamp: llama-cpp-python==") and " isa=-DGGML_AVX512=" in stamp
+
+
+def test_gguf_runner_without_llama_cpp_says_how_to_build_it(tmp_path, tiny_llama_dir, caplog):
+    """No llama.cpp at all: the error names `fintune setup-llama-cpp` and --llama_cpp_path
+    in full; it was a log line cut at 120 characters ("to fetch )") before a later failure.
+    Without llama-server alone, the fallback's reason is logged whole."""
+    import logging
+
+    import pytest
+
+    from fintune.eval.runner import GGUFRunner
+    from fintune.llama_cpp import LlamaCppError
+    from fintune.sampling import GREEDY
+
+    runner = GGUFRunner(tmp_path / "m.gguf", tmp_path / "none", tiny_llama_dir, sampling=GREEDY, parallel=4)
+    with pytest.raises(LlamaCppError) as e:
+        runner._server(256)
+    assert str(e.value).endswith("`fintune setup-llama-cpp " + str(tmp_path / "none") + "`, or point "
+                                 "--llama_cpp_path at a llama.cpp checkout with its tools built")
+
+    completion = tmp_path / "only" / "build" / "bin" / "llama-completion"
+    completion.parent.mkdir(parents=True)
+    completion.write_text(FAKE)
+    completion.chmod(completion.stat().st_mode | stat.S_IEXEC)
+    runner = GGUFRunner(tmp_path / "m.gguf", tmp_path / "only", tiny_llama_dir, sampling=GREEDY, parallel=4)
+    with caplog.at_level(logging.INFO):
+        assert runner._server(256) is None
+    (line,) = [r.getMessage() for r in caplog.records if "llama-server" in r.getMessage()]
+    assert line.endswith("with its tools built")

@@ -117,3 +117,22 @@ def test_installed_plan_finds_the_profile_by_name(installed, elsewhere):
     wrong = _run([installed / "fintune", "plan", "--config", "r1-distill-qwen-14b"], elsewhere)
     assert wrong.returncode == 2 and "Traceback" not in wrong.stderr
     assert "cpu-smollm2, r1-distill-qwen-14b-24gb, r1-distill-qwen-7b-h100" in wrong.stderr
+
+
+def test_installed_package_builds_llama_cpp_and_its_errors_say_how(installed, elsewhere):
+    """The wheel has no scripts/ folder: `fintune setup-llama-cpp DIR` runs the build script
+    shipped inside the package (dry run here: what it would configure, nothing fetched),
+    and a missing llama.cpp names that command and --llama_cpp_path."""
+    env = {**os.environ, "LLAMA_CPP_DRY_RUN": "1"}
+    env.pop("PYTHONPATH", None)
+    out = subprocess.run([str(installed / "fintune"), "setup-llama-cpp", "lc"], cwd=elsewhere, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "configure: cmake -S lc -B lc/build" in out.stdout and "llama-quantize" in out.stdout
+
+    from fintune.llama_cpp import LlamaCpp, LlamaCppError
+
+    with pytest.raises(LlamaCppError) as e:
+        LlamaCpp(elsewhere / "llama.cpp").preflight()
+    assert f"`fintune setup-llama-cpp {elsewhere / 'llama.cpp'}`" in str(e.value)
+    assert "--llama_cpp_path" in str(e.value) and "scripts/" not in str(e.value)

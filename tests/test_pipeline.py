@@ -143,7 +143,7 @@ def test_missing_llama_cpp_says_how_to_build(tiny_llama_dir, tmp_path):
     from fintune.llama_cpp import LlamaCppError
 
     cfg = build_config(overrides={**tiny_overrides(tmp_path, tiny_llama_dir), "llama_cpp_path": str(tmp_path / "nope")})
-    with pytest.raises(LlamaCppError, match="setup_llama_cpp.sh"):
+    with pytest.raises(LlamaCppError, match="fintune setup-llama-cpp .*--llama_cpp_path"):
         preflight(cfg)
 
 

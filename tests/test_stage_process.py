@@ -94,7 +94,9 @@ def test_a_bug_in_process_is_not_turned_into_a_one_line_error(tmp_path, tiny_lla
     from fintune.pipeline import STAGES
 
     monkeypatch.setattr(STAGES[0], "entry", _boom)  # the data stage
-    flags = as_flags(tiny_overrides(tmp_path, tiny_llama_dir))
+    # the data stage alone: the preflight would otherwise ask for the export's llama.cpp first
+    flags = as_flags(tiny_overrides(tmp_path, tiny_llama_dir)) + [
+        "--skip_training", "--skip_merge", "--skip_quantization", "--skip_eval"]
     with pytest.raises(ZeroDivisionError):
         main(flags + ["--manifest", str(tmp_path / "m.json"), "--config", "configs/cpu-smollm2.yaml"])
     rec = json.loads((tmp_path / "m.json").read_text())["stages"]["data"]

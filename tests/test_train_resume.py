@@ -110,3 +110,44 @@ def test_early_stopping_restores_the_best_checkpoint(tmp_path, tiny_llama_dir, d
     assert all(torch.equal(best[k], saved[k]) for k in best)
     assert not all(torch.equal(last[k], saved[k]) for k in last)
     assert (Path(out) / "loss.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_latest_resumes_this_runs_checkpoint_not_a_finished_run_with_other_settings(tmp_path, tiny_llama_dir,
+                                                                                     data_dir, monkeypatch):
+    """A finished run with lora_r 16 leaves checkpoint-5 in the shared folder; a run with
+    lora_r 8 is stopped at step 3. `latest` must pick the r8 run's checkpoint-3 (the
+    highest step, checkpoint-5, is the other run's and would not even load), the
+    interrupted run's checkpoint must survive, and a third run's settings are refused
+    on one line that names the setting that differs."""
+    from fintune import train
+    from fintune.errors import TrainingInterrupted, UsageError
+    from fintune.train.identity import IDENTITY_FILE
+
+    def cfg(r, **kw):
+        return _cfg(tmp_path, tiny_llama_dir, data_dir=str(data_dir), lora_r=r, lora_alpha=2 * r, **kw)
+
+    train.run(cfg(16))
+    ckpt = Path(cfg(16).train.checkpoint_dir)
+    assert (ckpt / "checkpoint-5").is_dir()
+    assert json.loads((ckpt / "checkpoint-5" / IDENTITY_FILE).read_text())["settings"]["lora_r"] == 16
+    with monkeypatch.context() as m:
+        _signal_at(3, m)
+        with pytest.raises(TrainingInterrupted):
+            train.run(cfg(8))
+    assert (ckpt / "checkpoint-3" / "optimizer.pt").is_file()  # the interrupted run's work is kept
+    assert (ckpt / "checkpoint-5").is_dir()  # and the other run's highest step is still there
+
+    with pytest.raises(UsageError) as refused:
+        train.run(cfg(4, resume_from_checkpoint="latest"))
+    msg = str(refused.value)
+    assert "\n" not in msg and "checkpoint-5" in msg and "lora_r 16 (this run: 4)" in msg, msg
+    with pytest.raises(UsageError, match=r"lora_r 16 \(this run: 8\)"):
+        train.run(cfg(8, resume_from_checkpoint=str(ckpt / "checkpoint-5")))
+
+    resumed = train.run(cfg(8, resume_from_checkpoint="latest"))
+    rec = json.loads((Path(resumed) / "fintune_adapter.json").read_text())
+    assert rec["global_step"] == 5 and rec["lora"]["lora_r"] == 8
+    a = _adapter(resumed)
+    assert all(8 in tuple(t.shape) for k, t in a.items() if "lora_A" in k)
+    # steps 4-5 only: resumed from step 3, not from step 5 of the r16 run (which would train 0 steps)
+    assert rec["data"]["tokens_this_run"] > 0

@@ -44,6 +44,8 @@ COMMANDS: dict[str, tuple[str, Callable | None, Callable[[argparse.Namespace], i
     "merge": ("merge the adapter into the base model (FP16)", _stage("merge"), commands.stage_command),
     "export": ("GGUF conversion, quantization, Ollama Modelfile", _stage("export"), commands.stage_command),
     "eval": ("score a GGUF or Hugging Face model on eval files", None, eval_cli.eval_command),
+    "setup-llama-cpp": ("fetch and build the llama.cpp tools that export and eval run",
+                        parsers.setup_llama_cpp_parser, commands.setup_llama_cpp_command),
 }
 
 EXAMPLES = """examples:
@@ -72,10 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """The installed `fintune` command."""
-    args, rest = build_parser().parse_known_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    top = build_parser()
+    args, rest = top.parse_known_args(argv)
     setup_logging()
     if args.command == "eval":
         return guarded(eval_cli.eval_command, eval_cli.parse(rest))
+    if rest:  # perhaps --learning-rate for --learning_rate: parse again with the command's spelling
+        args, rest = top.parse_known_args(parsers.hyphens_to_underscores(args.parser, argv))
     parsers.reject_unknown(args.parser, rest)
     return guarded(COMMANDS[args.command][2], args)
 

@@ -13,7 +13,8 @@ from fintune.config import ConfigError, overrides_from_args
 from fintune.export import smoke_prompt
 from fintune.llama_cpp import LlamaCpp
 from fintune.manifest import Manifest
-from fintune.pipeline import artifact_listing, run_pipeline
+from fintune.pipeline import STAGES, artifact_listing, run_pipeline
+from fintune.plan import preflight
 from fintune.plan.lines import this_machine
 from fintune.plan.stages import render_stages, stages
 from fintune.plan.training import estimate, render_training
@@ -71,6 +72,18 @@ def stage_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def setup_llama_cpp_command(args: argparse.Namespace) -> int:
+    """Build llama.cpp into args.dir with the script the package ships (the same one
+    `make setup` runs in a checkout), under this Python for its converter's needs."""
+    import subprocess
+    import sys
+    from importlib.resources import as_file, files
+
+    with as_file(files("fintune") / "scripts" / "setup_llama_cpp.sh") as script:
+        log.info("building llama.cpp into %s with %s (5-8 minutes on 2 cores)", args.dir, script)
+        return subprocess.run(["bash", str(script), args.dir, sys.executable]).returncode
+
+
 def dry_run(cfg) -> int:
     """The training's plan, then every stage's on this machine; loads no model."""
     if cfg.train.backend == "unsloth":  # plan it even where it cannot run
@@ -82,6 +95,8 @@ def dry_run(cfg) -> int:
     print(render_training(estimate(cfg, backend), backend, reason, host.gpu_free))
     print()
     print(render_stages(cfg, stages(cfg, backend, host), host))
+    print()
+    print(preflight.render(cfg, [s.name for s in STAGES if not (s.off and s.off(cfg))]))
     return 0
 
 

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
+from fintune.cli.parsers import hyphens_to_underscores, reject_unknown
 from fintune.errors import MissingError
+from fintune.models import check_source
 from fintune.eval.evaluate import evaluate, load_eval_file, set_name
 from fintune.eval.report import markdown, write_report
 from fintune.eval.rescore import comparison_table, rescore
@@ -81,7 +84,8 @@ def _generation_args(gen) -> None:
 
 def parse(argv, prog: str = "fintune eval") -> argparse.Namespace:
     p = eval_parser(prog)
-    args = p.parse_args(argv)
+    args, unknown = p.parse_known_args(hyphens_to_underscores(p, sys.argv[1:] if argv is None else argv))
+    reject_unknown(p, unknown)
     if not args.rescore:
         for needed, ok in (("--eval_file", args.eval_file), ("--model or --gguf", args.model or args.gguf),
                            ("--output", args.output)):
@@ -101,6 +105,9 @@ def make_runner(args):
             raise MissingError(f"--gguf {args.gguf}: no such file")
         return GGUFRunner(args.gguf, args.llama_cpp_path, args.tokenizer, name=args.name, sampling=sampling,
                           parallel=args.parallel)
+    check_source(args.model, "--model")
+    if args.adapter and not Path(args.adapter).is_dir():
+        raise MissingError(f"--adapter {args.adapter}: no such directory")
     return HFRunner(args.model, args.adapter, name=args.name, sampling=sampling)
 
 

@@ -99,7 +99,7 @@ RUN_EXAMPLES = [
     "%(prog)s --config r1-distill-qwen-14b-24gb --dry_run  # plan, memory and disk; runs nothing",
     "%(prog)s --config r1-distill-qwen-7b-h100 --max_steps 500",
     "%(prog)s --quick                                  # every stage on a slice, to check a setup",
-    "%(prog)s --skip_dataset_prep --skip_training      # merge, export and eval again",
+    "%(prog)s --skip_training --quant_types Q4_K_M,Q5_K_M  # new quants: export and eval rerun, training left as is",
     "%(prog)s --grpo                                   # GRPO on the scorer's rewards after SFT",
 ]
 
@@ -147,6 +147,19 @@ def plan_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentPa
     return p
 
 
+def setup_llama_cpp_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    p = described(p, "fintune setup-llama-cpp", "Fetch llama.cpp's source (from the llama-cpp-python sdist on "
+                  "PyPI) and build the tools export and eval run: llama-quantize, llama-completion, "
+                  "llama-perplexity, llama-server; CUDA where nvcc and a GPU are present. Needs CMake and a "
+                  "C/C++ compiler. Then pass --llama_cpp_path DIR (or run from DIR's parent).", [
+                      "%(prog)s                    # into ./llama.cpp",
+                      "%(prog)s ~/llama.cpp        # then: fintune run --llama_cpp_path ~/llama.cpp"])
+    p.usage = "%(prog)s [DIR]"
+    p.add_argument("dir", nargs="?", default="llama.cpp", metavar="DIR",
+                   help="where llama.cpp goes (default: %(default)s)")
+    return p
+
+
 STAGE_HELP = {
     "data": ("Prepare the training data alone: generated curriculum, hub corpora, market data and "
              "your files in --dataset_folder, validated and tokenized.", "--dataset_folder my_data/"),
@@ -169,13 +182,48 @@ def stage_parser(stage: str, p: argparse.ArgumentParser | None = None) -> argpar
 
 
 def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
-    """Like parse_args, but an unknown flag lists every valid one."""
-    args, unknown = parser.parse_known_args(argv)
+    """Like parse_args, but hyphens in flag names are accepted (--learning-rate, as HF
+    tools take it) and an unknown flag gets a "did you mean"."""
+    import sys
+
+    args, unknown = parser.parse_known_args(hyphens_to_underscores(parser, sys.argv[1:] if argv is None else argv))
     reject_unknown(parser, unknown)
     return args
 
 
+def _long_options(parser: argparse.ArgumentParser) -> list[str]:
+    return sorted(o for a in parser._actions for o in a.option_strings if o.startswith("--"))
+
+
+def _canonical(flag: str) -> str:
+    return "--" + flag[2:].replace("-", "_")
+
+
+def hyphens_to_underscores(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """`--learning-rate 1e-4` and `--learning-rate=1e-4` as `--learning_rate`; a flag the
+    parser knows as written (--no-eval_cache) is left alone."""
+    known = _long_options(parser)
+    by_canonical = {_canonical(o): o for o in known}
+    out = []
+    for token in argv:
+        flag, eq, value = token.partition("=")
+        if token.startswith("--") and flag not in known and _canonical(flag) in by_canonical:
+            token = by_canonical[_canonical(flag)] + eq + value
+        out.append(token)
+    return out
+
+
 def reject_unknown(parser: argparse.ArgumentParser, unknown: list[str]) -> None:
-    if unknown:
-        valid = sorted(o for a in parser._actions for o in a.option_strings if o.startswith("--"))
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}\nvalid options: {' '.join(valid)}")
+    """One short line per unknown flag, with the nearest valid one (difflib), instead of
+    every option the command has."""
+    import difflib
+
+    if not unknown:
+        return
+    known = _long_options(parser)
+    by_canonical = {_canonical(o): o for o in known}
+    flags = [u for u in unknown if u.startswith("-")] or unknown
+    first = flags[0].partition("=")[0]
+    close = difflib.get_close_matches(_canonical(first), list(by_canonical), n=1, cutoff=0.6)
+    hint = f"did you mean {by_canonical[close[0]]}?" if close else f"`{parser.prog} --help` lists every option"
+    parser.error(f"unrecognized arguments: {' '.join(unknown)}; {hint}")

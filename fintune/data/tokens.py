@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 from fintune import models
+from fintune.errors import MissingError
 from fintune.templates import detect, tokenize_example
 
 log = logging.getLogger(__name__)
@@ -15,9 +16,17 @@ def load_tokenizer(base_model: str):
     """The base model's tokenizer, or None (with one log line) when it cannot be
     had here, e.g. a hub model with no network; training still checks lengths."""
     try:
+        path = models.resolve_base_model(base_model)
+    except MissingError as e:
+        if not models.is_hub_id(base_model):
+            raise  # a folder that is not there is a mistake, not the hub being away
+        log.warning("data: tokenizer of %s not available (%s); length and template checks left to training",
+                    base_model, e)
+        return None
+    try:
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(models.resolve_base_model(base_model))
+        return AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as e:
         log.warning("data: tokenizer of %s not available (%s); length and template checks left to training",
                     base_model, str(e).splitlines()[0][:200])

@@ -272,7 +272,8 @@ class GGUFRunner(_Counted):
             return llama_cpp.LlamaServer(self.lc, self.gguf, slots=self.parallel, ctx_per_slot=ctx,
                                threads=self.threads).__enter__()
         except llama_cpp.LlamaCppError as e:
-            log.info("eval: llama-server unavailable (%s); one llama-completion per prompt", str(e)[:120])
+            self.lc.binary("llama-completion")  # neither tool: that error says how to build them
+            log.info("eval: one llama-completion per prompt, since llama-server is unavailable: %s", e)
             return None
 
     def _complete(self, server: llama_cpp.LlamaServer | None, prompt: str, seed: int, n: int,

@@ -8,4 +8,6 @@ line with the same functions, so what is printed is what the stages do.
 - stages.py    train, DPO, merge, export lines and the stage table
 - grpo.py      the GRPO line
 - eval.py      one line per eval model, with its expected time
+- preflight.py what later stages need (llama.cpp, quant types, outputs, eval files, the
+               base model), checked before the first stage runs
 """

@@ -32,6 +32,15 @@ from fintune import machine
 from fintune.errors import UsageError
 from fintune.plan.shapes import GiB, Shapes, best_fit, model_config
 
+# Training tokens/s measured per (base model, backend, 4-bit base): the H100 figures of
+# the README's memory table (random weights, full 4096-token rows), the CPU profile's of
+# docs/benchmarks.md (2 cores, 406-601 tokens/s on hosts of one kind)
+MEASURED_TOKENS_PER_S = {
+    ("deepseek-ai/DeepSeek-R1-Distill-Qwen-14B", "unsloth", True): (4918, "an H100"),
+    ("deepseek-ai/DeepSeek-R1-Distill-Qwen-14B", "peft", True): (985, "an H100"),
+    ("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "unsloth", False): (10692, "an H100"),
+    ("embedded:smollm2-135m-instruct", "peft", False): (500, "2 CPU cores"),
+}
 RECOMPUTE = {"unsloth": 7.6, "peft": 3.0}           # one layer's recompute working set, in units above
 RESERVED_OVER_ALLOCATED = {"unsloth": 1.02, "peft": 1.13}
 CUDA_CONTEXT = 0.5 * GiB
@@ -92,7 +101,39 @@ def estimate(cfg, backend: str) -> dict:
     }
     return {"model": cfg.model.base_model, "params": total_params, "trainable": lora,
             "tokens_per_step": cfg.train.per_device_train_batch_size * cfg.model.max_seq_length,
-            "four_bit": cfg.model.load_in_4bit, "memory": mem, "needed": needed(mem, backend), "disk": disk}
+            "four_bit": cfg.model.load_in_4bit, "memory": mem, "needed": needed(mem, backend), "disk": disk,
+            "time": training_time(cfg, backend),
+            # the backend a 4-bit run on PEFT could have: Unsloth keeps logits and inputs off the GPU
+            "unsloth_needed": needed(memory(cfg, "unsloth"), "unsloth")
+            if backend == "peft" and cfg.model.load_in_4bit else None}
+
+
+def training_time(cfg, backend: str) -> str:
+    """The training's time from a measured tokens/s of this model and backend: steps x
+    rows a step x the data stage's median row length (max_seq_length, an upper bound,
+    before the data exists); or why there is none."""
+    import json
+    from pathlib import Path
+
+    measured = MEASURED_TOKENS_PER_S.get((cfg.model.base_model, backend, cfg.model.load_in_4bit))
+    if not measured:
+        return f"not estimated: no measured tokens/s for {cfg.model.base_model} through {backend}"
+    t = cfg.train
+    stats_file = Path(cfg.data.data_dir) / "stats.json"
+    stats = json.loads(stats_file.read_text()) if stats_file.is_file() else {}
+    rows_per_step = t.per_device_train_batch_size * t.gradient_accumulation_steps
+    if t.max_steps > 0:
+        steps = t.max_steps
+    elif stats.get("train"):
+        steps = int(t.num_train_epochs * stats["train"] * (1 - t.val_fraction) / rows_per_step)
+    else:
+        return "not estimated: the step count comes from num_train_epochs and the data, not prepared yet"
+    row = stats.get("tokens", {}).get("p50")
+    tokens = steps * rows_per_step * (row or cfg.model.max_seq_length)
+    rate, where = measured
+    return (f"~{tokens / rate / 60:.0f} min: {steps} steps of {rows_per_step} rows of "
+            + (f"{row} tokens (the data's median)" if row else f"up to {cfg.model.max_seq_length} tokens")
+            + f" at {rate:,} tokens/s (measured on {where}; other machines differ)")
 
 
 def lengths_down_from(longest: int, step: int = 256) -> range:
@@ -143,6 +184,13 @@ def render_training(training: dict, backend: str, reason: str, free: float | Non
                      + ("fits" if training["needed"] <= free else "DOES NOT FIT, training would refuse to start"))
     lines.append("  fits a card of " + ", ".join(f"{c} GB: {'yes' if training['needed'] <= c * GiB * 0.97 else 'no'}"
                                                for c in CARDS_GIB))
+    if training.get("unsloth_needed"):
+        other = training["unsloth_needed"]
+        fits = [f"{c} GB" for c in CARDS_GIB if other <= c * GiB * 0.97]
+        lines.append(f"  the unsloth backend needs about {other / GiB:.1f} GiB"
+                     + (f" (fits a card of {fits[0]})" if fits else "")
+                     + ": install requirements-gpu.txt on a CUDA machine")
+    lines.append(f"training time    {training['time']}")
     lines.append("estimated disk:")
     lines += [f"  {k:26s} {v / GiB:7.2f} GiB" for k, v in training["disk"].items()]
     lines.append(f"  {'total':26s} {sum(training['disk'].values()) / GiB:7.2f} GiB")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -19,31 +18,18 @@ from typing import Any
 from fintune import machine, models
 from fintune.adapters import ADAPTER_RECORD, sft_dir
 from fintune.config import PipelineConfig
-from fintune.errors import MissingError, TrainingInterrupted, UsageError
+from fintune.errors import TrainingInterrupted, UsageError
 from fintune.jsonl import read_jsonl, write_jsonl
 from fintune.manifest import atomic_path, write_json_atomic
 from fintune.plan import training
 from fintune.plan.lines import require_train_fit_on_cpu
 from fintune.templates import detect, tokenize_example
 from fintune.train import backends, signals
+from fintune.train.identity import identity_callback, resolve_checkpoint, run_identity
 from fintune.train.loraplus import with_loraplus
 from fintune.train.loss import lora_inputs_uncast, sft_trainer_class
 
 log = logging.getLogger(__name__)
-
-
-def resolve_checkpoint(value: str | None, checkpoint_dir: str | Path) -> str | None:
-    """PATH, or 'latest' / 'checkpoint-latest' for the newest checkpoint-N."""
-    if not value:
-        return None
-    if value not in ("latest", "checkpoint-latest"):
-        if not Path(value).is_dir():
-            raise MissingError(f"--resume_from_checkpoint {value}: no such checkpoint directory")
-        return value
-    found = [p for p in Path(checkpoint_dir).glob("checkpoint-*") if re.fullmatch(r"checkpoint-\d+", p.name)]
-    if not found:
-        raise MissingError(f"--resume_from_checkpoint {value}: no checkpoint-N in {checkpoint_dir}")
-    return str(max(found, key=lambda p: int(p.name.split("-")[1])))
 
 
 def build_dataset(rows: list[dict], tokenizer, family, max_len: int) -> tuple[list[dict], dict]:
@@ -101,12 +87,16 @@ def run(cfg: PipelineConfig) -> Path:
     signal handler, save the adapter (or, with --dpo, the SFT adapter DPO starts from)."""
     if cfg.train.dpo and machine.world_size() > 1:
         raise UsageError("--dpo runs in a single process; train SFT under torchrun, then DPO without it")
+    identity = run_identity(cfg)
+    # before loading: another run's checkpoint is refused at once, not after minutes of loading
+    resume = resolve_checkpoint(cfg.train.resume_from_checkpoint, cfg.train.checkpoint_dir, identity)
     loaded = load(cfg)
     family = detect(loaded.tokenizer.chat_template)
     train_ex, val_ex, stats = examples(cfg, loaded.tokenizer, family)
     trainer = make_trainer(cfg, loaded.model, loaded.tokenizer, train_ex, val_ex, loaded.precision,
                            loaded.on_cuda, loaded.compiled)
-    result, elapsed = train(cfg, trainer, loaded, stats)
+    trainer.add_callback(identity_callback(identity))
+    result, elapsed = train(cfg, trainer, loaded, stats, resume)
     return save(cfg, trainer, loaded, family.name, stats, elapsed, result)
 
 
@@ -116,12 +106,12 @@ def load(cfg: PipelineConfig) -> Loaded:
     t = cfg.train
     choice = backends.choose_backend(t.backend)
     log.info("train: backend %s (%s)", choice.backend, choice.reason)
-    model_path = models.resolve_base_model(cfg.model.base_model)
     on_cuda = machine.cuda_available()
     if on_cuda:
         training.require_fit(cfg, choice.backend)
     else:
         require_train_fit_on_cpu(cfg)
+    model_path = models.resolve_base_model(cfg.model.base_model)
     precision = pick_precision(cfg, on_cuda)
     if choice.backend == "unsloth":
         model, tokenizer = backends.load_unsloth(cfg, model_path)
@@ -151,11 +141,10 @@ def examples(cfg: PipelineConfig, tokenizer, family) -> tuple[list[dict], list[d
     return train_ex, val_ex, stats
 
 
-def train(cfg: PipelineConfig, trainer, loaded: Loaded, stats: dict) -> tuple[Any, float]:
-    """Train (resuming where asked); a signal saves a checkpoint and stops with
-    TrainingInterrupted. Returns TRL's result and the seconds it took."""
+def train(cfg: PipelineConfig, trainer, loaded: Loaded, stats: dict, resume: str | None) -> tuple[Any, float]:
+    """Train (from the checkpoint `resume`, if any); a signal saves a checkpoint and stops
+    with TrainingInterrupted. Returns TRL's result and the seconds it took."""
     t = cfg.train
-    resume = resolve_checkpoint(t.resume_from_checkpoint, t.checkpoint_dir)
     if resume:
         log.info("train: resuming from %s (weights, optimizer, scheduler, RNG and data position)", resume)
     session = session_tokens_callback()

@@ -1,0 +1,1 @@
+../../scripts/setup_llama_cpp.sh
