@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from conftest import LLAMA_CPP, ROOT
+from fintune import machine
+from fintune.config import build_config
 
 SCRIPT = ROOT / "scripts" / "gpu_check.sh"
 STEPS = ["01-versions", "02-llama", "03-pytest", "04-bench"]
@@ -172,3 +174,193 @@ def test_the_gpu_tests_flags_make_the_configs_they_mean(tmp_path):
     assert cfg.eval.eval_models == profile.eval.eval_models
     smol = load_config(parse(pipeline_parser(), _flags(tmp_path, backend="unsloth")))
     assert smol.profile == "cpu-smollm2" and smol.train.backend == "unsloth" and smol.model.load_in_4bit
+
+
+# ---- the CUDA defects read in the pinned sources, caught on the CPU ----------------
+
+# A stand-in `unsloth` (and `vllm`), put first on sys.path in a fresh process: importing it
+# records "unsloth"; torch.cuda's calls that start CUDA (the allocator reads
+# PYTORCH_ALLOC_CONF once, then: unsloth_zoo/__init__.py sets it on import) record their
+# name and stop the entry. is_available is answered True without starting anything
+# (torch/cuda/__init__.py is_available: a device count, no _lazy_init).
+_STAND_IN = r'''
+import json, os, sys
+EVENTS = os.environ["EVENTS"]
+def record(name):
+    with open(EVENTS, "a") as f:
+        f.write(name + "\n")
+'''
+_UNSLOTH = _STAND_IN + r'''
+import importlib.util
+record("unsloth")
+# what unsloth 2026.10.9 import_fixes.py fix_vllm_guided_decoding_params does on import
+if importlib.util.find_spec("vllm") is not None:
+    import vllm
+class FastLanguageModel:
+    @staticmethod
+    def from_pretrained(**kw):
+        raise SystemExit(0)
+'''
+_VLLM = _STAND_IN + 'record("vllm")\n'
+_RUNNER = r'''
+import json, os, sys
+import torch
+EVENTS = os.environ["EVENTS"]
+def touched(name):
+    def call(*a, **k):
+        with open(EVENTS, "a") as f:
+            f.write("cuda:" + name + "\n")
+        raise SystemExit(0)
+    return call
+torch.cuda.is_available = lambda: True
+for name in ("init", "_lazy_init", "is_bf16_supported", "mem_get_info", "get_device_properties",
+             "current_device", "set_device", "synchronize", "max_memory_allocated", "reset_peak_memory_stats"):
+    setattr(torch.cuda, name, touched(name))
+from fintune.config import build_config
+from fintune.pipeline import resolve_step
+cfg = build_config(overrides=json.loads(sys.argv[2]))
+resolve_step(sys.argv[1])(cfg)
+'''
+
+
+def _entry_events(tmp_path: Path, step: str, **overrides) -> list[str]:
+    fake = tmp_path / "site"
+    (fake / "unsloth").mkdir(parents=True)
+    (fake / "unsloth" / "__init__.py").write_text(_UNSLOTH)
+    (fake / "vllm").mkdir()
+    (fake / "vllm" / "__init__.py").write_text(_VLLM)
+    lora = tmp_path / "lora"
+    for adapter in (lora, tmp_path / "lora-sft"):  # the records DPO and GRPO read first
+        adapter.mkdir(exist_ok=True)
+        (adapter / "fintune_adapter.json").write_text('{"base_model_path": "none"}')
+    (tmp_path / "runner.py").write_text(_RUNNER)
+    events = tmp_path / "events.txt"
+    values = {"backend": "unsloth", "lora_output_dir": str(lora), "data_dir": str(tmp_path / "data"),
+              "checkpoint_dir": str(tmp_path / "ckpt"), **overrides}
+    env = {**os.environ, "EVENTS": str(events), "PYTHONPATH": os.pathsep.join([str(fake), str(ROOT)])}
+    import json
+
+    done = subprocess.run([sys.executable, str(tmp_path / "runner.py"), step, json.dumps(values)], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return events.read_text().split() if events.is_file() else []
+
+
+@pytest.mark.parametrize("step, extra", [
+    ("fintune.train.trainer:run", {}),
+    ("fintune.train.dpo:run", {"dpo": True}),
+    ("fintune.train.grpo:run", {"grpo": True}),
+])
+def test_each_training_entry_imports_unsloth_before_it_touches_cuda(tmp_path, step, extra):
+    """The SFT, DPO and GRPO entries, called directly (as train.run does under torchrun,
+    not only through fintune.worker): unsloth first, then the plan / precision's CUDA."""
+    events = _entry_events(tmp_path, step, **extra)
+    assert events[:1] == ["unsloth"], events
+    assert any(e.startswith("cuda:") for e in events), events  # the entry did go on to CUDA
+    assert "vllm" not in events  # train.grpo_use_vllm is off: hidden from Unsloth's import
+
+
+def test_vllm_reaches_unsloths_import_only_when_asked_for(tmp_path):
+    from fintune.plan.grpo import use_vllm
+
+    events = _entry_events(tmp_path, "fintune.train.grpo:run", grpo=True, grpo_use_vllm=True)
+    assert events[:2] == ["unsloth", "vllm"], events
+    off, on = build_config(), build_config(overrides={"grpo_use_vllm": True})
+    assert not use_vllm(off, "unsloth")
+    assert use_vllm(on, "unsloth") == machine.installed("vllm") and not use_vllm(on, "peft")
+
+
+def test_grpo_beta_on_unsloth_is_refused_with_the_reason(monkeypatch):
+    """unsloth 2026.10.9 models/rl.py strips TRL's `is_peft_model(model) and args.beta != 0.0`
+    block (trl 1.14.2 grpo_trainer.py GRPOTrainer.__init__) and takes the base as the
+    reference: refused, explicit backend at config time, a chosen one before loading."""
+    from fintune.config import ConfigError
+    from fintune.errors import UsageError
+    from fintune.train import grpo
+
+    with pytest.raises(ConfigError, match="base model as the KL reference"):
+        build_config(overrides={"grpo": True, "backend": "unsloth", "grpo_beta": 0.04})
+    build_config(overrides={"grpo": True, "backend": "peft", "grpo_beta": 0.04})  # TRL's reference: allowed
+    auto = build_config(overrides={"grpo": True, "grpo_beta": 0.04})
+    with pytest.raises(UsageError, match="--grpo_beta 0"):
+        grpo.refuse_unsloth_reference(auto, "unsloth")
+    grpo.refuse_unsloth_reference(auto, "peft")
+    grpo.refuse_unsloth_reference(build_config(overrides={"grpo": True}), "unsloth")
+
+
+_KILL_STEP = r'''
+import os
+from pathlib import Path
+from fintune import llama_cpp
+
+def step(cfg):
+    Path(os.environ["PIDS"] + ".worker").write_text(str(os.getpid()))
+    # a child started the way llama_cpp runs its tools (llama-quantize, llama-perplexity...)
+    llama_cpp._run_proc(["sh", "-c", f"echo $$ > {os.environ['PIDS']}.child; exec sleep 300"], "sleep")
+'''
+_KILL_PARENT = r'''
+import sys
+sys.path[:0] = [sys.argv[1]]
+from fintune.config import build_config
+from fintune.pipeline import run_in_child
+import killstep
+run_in_child("eval", killstep.step, build_config())
+'''
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_killed_orchestrator_takes_its_worker_and_the_workers_child_with_it(tmp_path):
+    """What `timeout -k` does to a pipeline: SIGKILL to the orchestrator's group. The
+    worker is in a group of its own (pipeline.run_in_child, so that a signal reaches it
+    once, forwarded), and its child in the worker's: neither may outlive it."""
+    import signal
+    import time
+
+    (tmp_path / "killstep.py").write_text(_KILL_STEP)
+    pids = tmp_path / "pids"
+    env = {**os.environ, "PIDS": str(pids), "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    parent = subprocess.Popen([sys.executable, "-c", _KILL_PARENT, str(tmp_path)], cwd=ROOT, env=env,
+                              start_new_session=True)
+    deadline = time.time() + 120
+    files = [Path(f"{pids}.worker"), Path(f"{pids}.child")]
+    while not all(f.is_file() and f.read_text().strip() for f in files):
+        assert parent.poll() is None and time.time() < deadline, "the worker did not start"
+        time.sleep(0.2)
+    worker, child = (int(f.read_text()) for f in files)
+    assert os.getpgid(worker) != os.getpgid(parent.pid)  # so a group kill alone would miss it
+    os.killpg(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 10
+    while (_alive(worker) or _alive(child)) and time.time() < deadline:
+        time.sleep(0.1)
+    survivors = [p for p in (worker, child) if _alive(p)]
+    for p in survivors:
+        os.kill(p, signal.SIGKILL)
+    assert not survivors
+
+
+def test_two_comments_say_what_the_pinned_sources_do():
+    """trl 1.14.2 grpo_trainer.py GRPOTrainer._prepare_inputs shuffles the generation batch
+    and then splits it: a micro-batch is not one prompt's group. Unsloth sets SFT's loss_type
+    to "nll" (unsloth 2026.10.9 models/rl.py _pin_pristine_sft_loss_type): the GPU path does
+    not keep TRL's chunked_nll there. Unsloth is not installed here, so only TRL is read."""
+    import inspect
+
+    from trl import GRPOTrainer
+
+    src = inspect.getsource(GRPOTrainer._prepare_inputs)
+    assert 0 < src.index("shuffle_sequence_dict(") < src.index("split_tensor_dict(")
+    grpo_src = (ROOT / "fintune" / "train" / "grpo.py").read_text()
+    plan_src = (ROOT / "fintune" / "plan" / "grpo.py").read_text()
+    assert "One micro-batch is one prompt's group" not in grpo_src and "shuffle_sequence_dict" in grpo_src
+    assert "micro-batch is one prompt's group" not in plan_src and "shuffled" in plan_src
+    loss_src = (ROOT / "fintune" / "train" / "loss.py").read_text()
+    assert "TRL's loss is kept." not in loss_src and '"nll"' in loss_src
