@@ -170,7 +170,9 @@ def test_the_gpu_tests_flags_make_the_configs_they_mean(tmp_path):
     assert (cfg.model.max_seq_length, cfg.model.load_in_4bit) == (4096, True)
     assert (cfg.lora.lora_r, cfg.lora.lora_alpha) == (profile.lora.lora_r, profile.lora.lora_alpha)
     assert cfg.data.instruction == profile.data.instruction and not cfg.data.hub_datasets
-    assert (cfg.train.backend, cfg.train.dpo, cfg.train.dpo_max_steps, cfg.train.max_steps) == ("unsloth", True, 2, 4)
+    assert (cfg.train.backend, cfg.train.dpo, cfg.train.dpo_max_steps, cfg.train.max_steps) == ("unsloth", True, 1, 4)
+    t = cfg.train  # one GRPO step of 2 replies, through model.generate
+    assert (t.grpo, t.grpo_max_steps, t.grpo_num_generations, t.grpo_beta, t.grpo_use_vllm) == (True, 1, 2, 0, False)
     assert cfg.eval.eval_models == profile.eval.eval_models
     smol = load_config(parse(pipeline_parser(), _flags(tmp_path, backend="unsloth")))
     assert smol.profile == "cpu-smollm2" and smol.train.backend == "unsloth" and smol.model.load_in_4bit
@@ -364,3 +366,49 @@ def test_two_comments_say_what_the_pinned_sources_do():
     assert "micro-batch is one prompt's group" not in plan_src and "shuffled" in plan_src
     loss_src = (ROOT / "fintune" / "train" / "loss.py").read_text()
     assert "TRL's loss is kept." not in loss_src and '"nll"' in loss_src
+
+
+def _gpu_tests() -> dict[str, "ast.FunctionDef"]:
+    """Every test under the `gpu` marker (module pytestmark or decorator), with the
+    fixtures of its module, which run for it: {"file::name": node}."""
+    import ast
+
+    found = {}
+    for path in sorted((ROOT / "tests").glob("test_*.py")):
+        tree = ast.parse(path.read_text())
+        module_gpu = any(isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "pytestmark" for t in n.targets)
+                         and "gpu" in ast.unparse(n.value) for n in tree.body)
+        funcs = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
+        gpu = [f for f in funcs if f.name.startswith("test_")
+               and (module_gpu or any("gpu" in ast.unparse(d) for d in f.decorator_list))]
+        if gpu and module_gpu:  # the module's helpers and fixtures run for its tests
+            gpu = funcs
+        found.update({f"{path.name}::{f.name}": f for f in gpu})
+    return found
+
+
+def test_no_gpu_test_names_a_hub_id():
+    """The GPU machine is offline and the check sets HF_HUB_OFFLINE=1: a model or
+    tokenizer named owner/name that is no path of this project would fail to load there."""
+    import ast
+
+    tests = _gpu_tests()
+    assert "test_unsloth_contract.py::test_real_unsloth_loads_a_small_model_in_4bit" in tests
+    hub = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+    named = [f"{where}: {node.value}" for where, f in tests.items() for node in ast.walk(f)
+             if isinstance(node, ast.Constant) and isinstance(node.value, str) and hub.match(node.value)
+             and not (ROOT / node.value).exists()]
+    assert not named
+
+
+def test_a_gpu_test_runs_grpo_and_qlora_does_not_compile():
+    from fintune.cli.parsers import load_config, parse, pipeline_parser
+    from test_gpu import qlora_flags
+
+    tests = _gpu_tests()
+    assert "test_gpu.py::test_r1_rehearsal_grpo_step_ran_through_unsloth" in tests
+    assert load_config(parse(pipeline_parser(), qlora_flags(Path("/tmp/x")))).train.torch_compile is False
+    # the CPU profile the QLoRA test starts from does compile: the override is what keeps it off
+    from test_gpu import _flags
+
+    assert load_config(parse(pipeline_parser(), _flags(Path("/tmp/x"), backend="peft"))).train.torch_compile
