@@ -15,7 +15,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-LLAMA_CPP = ROOT / "llama.cpp"
+# FINTUNE_TEST_LLAMA_CPP: another tree, e.g. an empty one to rehearse a missing llama.cpp
+LLAMA_CPP = Path(os.environ.get("FINTUNE_TEST_LLAMA_CPP") or ROOT / "llama.cpp")
 
 
 def pytest_collection_modifyitems(config, items):

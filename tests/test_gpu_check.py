@@ -1,6 +1,7 @@
-"""CPU rehearsal of the GPU check (issue 33): scripts/gpu_check.sh runs its four steps
-in rehearse mode here, every command it names exists and takes the arguments it
-passes, a failed or slow step is recorded and the next one runs; the pruned
+"""CPU rehearsal of the GPU check: scripts/gpu_check.sh's two calls run in rehearse mode
+here, every command and test it names exists and takes the arguments it passes, a
+selected pipeline test without llama.cpp fails the check, a failed or slow step is
+recorded (and says so) and the next one runs; the pruned
 llama.cpp tree of scripts/gpu_payload.sh configures the four tools and runs the
 converter; the R1 tokenizer is found from its saved folder where the wheel is absent;
 the GPU tests' flags make the configs they mean to run."""
@@ -20,77 +21,137 @@ from fintune import machine
 from fintune.config import build_config
 
 SCRIPT = ROOT / "scripts" / "gpu_check.sh"
-STEPS = ["01-versions", "02-llama", "03-pytest", "04-bench"]
+CALL_STEPS = {1: ["01-versions", "02-llama", "03-r1", "04-smollm2"],
+              2: ["01-versions", "02-sigterm", "03-qlora", "04-bench", "05-contract"]}
+PIPELINE_STEPS = ("03-r1", "04-smollm2")  # the tests that run llama.cpp (export, GGUF eval)
 
 
-def _check(out: Path, *args: str, **env) -> subprocess.CompletedProcess:
+def _check(call: int, out: Path, *args: str, **env) -> subprocess.CompletedProcess:
     full = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHON": sys.executable, **env}
-    return subprocess.run(["bash", str(SCRIPT), str(out), *args], cwd=ROOT, env=full, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(["bash", str(SCRIPT), str(call), str(out), *args], cwd=ROOT, env=full,
+                          capture_output=True, text=True, timeout=600)
 
 
-def _summary(out: Path) -> dict[str, str]:
-    """{step: rc} from OUTDIR/summary.txt."""
-    return dict(re.findall(r"^(\d\d-\w+)\s+rc=(\S+)", (out / "summary.txt").read_text(), re.M))
+def _summary(out: Path, call: int) -> dict[str, str]:
+    """{step: rc} from OUTDIR/callN/summary.txt."""
+    return dict(re.findall(r"^(\d\d-\w+)\s+rc=(\S+)", (out / f"call{call}" / "summary.txt").read_text(), re.M))
 
 
-def test_rehearsal_runs_every_step_into_its_log_and_the_summary(tmp_path):
-    out = tmp_path / "check"
-    # a kept pipeline log, its lines in the formats of pipeline.py, train/trainer.py and eval/runner.py
+def _logs(out: Path, call: int) -> dict[str, str]:
+    return {p.stem: p.read_text() for p in (out / f"call{call}").glob("*.log")}
+
+
+def _script_tests(name: str) -> list[str]:
+    block = re.search(rf'^export TESTS_{name}="([^"]*)"', SCRIPT.read_text(), re.M).group(1)
+    return [line.replace("$G", "tests/test_gpu.py") for line in block.split()]
+
+
+@pytest.mark.slow
+def test_rehearsal_runs_both_calls_exactly_as_on_the_gpu(tmp_path):
+    """Both calls with --rehearse: the same pytest selections for real (the gpu tests skip
+    here), the bench's flags, llama.cpp's configure line. Call 1 passes only where
+    llama.cpp is built: its pipeline tests may not skip for want of it."""
+    from conftest import llama_cpp_built
+
+    out = tmp_path / "out"
+    # a kept pipeline log, in the formats of pipeline.py, train/trainer.py and eval/runner.py
     kept = ["INFO stage train  done in 41s", "INFO train: 8123 trained tokens/s, peak RSS 2100 MB, peak CUDA 563 MB",
             "INFO eval: adapter on cuda in bfloat16"]
-    (out / "runs").mkdir(parents=True)
-    (out / "runs" / "unsloth-smollm2.log").write_text("\n".join(kept + ["INFO data: 600 rows"]) + "\n")
-    done = _check(out, "--rehearse")
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert _summary(out) == dict.fromkeys(STEPS, "0")
-    stage_lines = [line.split(":", 1)[1] for line in (out / "summary.txt").read_text().splitlines()
-                   if line.startswith("/")]
-    assert stage_lines == kept
-    assert re.search(r"^total \d+s of 480s$", (out / "summary.txt").read_text(), re.M)
-    logs = {p.stem: p.read_text() for p in out.glob("*.log")}
-    assert sorted(logs) == STEPS
-    for lib in ("torch", "transformers", "trl", "peft", "unsloth", "unsloth_zoo", "bitsandbytes"):
+    (out / "call2" / "runs").mkdir(parents=True)
+    (out / "call2" / "runs" / "unsloth-smollm2.log").write_text("\n".join(kept + ["INFO data: 600 rows"]) + "\n")
+    two = _check(2, out, "--rehearse")
+    assert two.returncode == 0, two.stdout + two.stderr
+    assert _summary(out, 2) == dict.fromkeys(CALL_STEPS[2], "0")
+    text = (out / "call2" / "summary.txt").read_text()
+    assert [line.split(":", 1)[1] for line in text.splitlines() if line.startswith("/")] == kept
+    assert re.search(r"^total \d+s of 1160s \(call 2\)$", text, re.M)  # 290 s, x4 in a rehearsal
+    logs = _logs(out, 2)
+    assert sorted(logs) == CALL_STEPS[2]
+    for lib in ("torch", "transformers", "trl", "peft", "unsloth", "unsloth_zoo", "bitsandbytes", "vllm"):
         assert re.search(rf"^{lib}\s", logs["01-versions"], re.M), lib
-    # the default build is the issue's fallback: portable, CUDA off (setup_llama_cpp.sh's dry run)
+    for flag in ("--sizes", "--backends", "--steps"):
+        assert f"{flag} accepted" in logs["04-bench"]
+    for step, name in (("02-sigterm", "sigterm"), ("03-qlora", "qlora"), ("05-contract", "contract")):
+        for node in _script_tests(name):
+            assert f"{node} SKIPPED" in logs[step], (node, logs[step][-2000:])
+            assert f"{node} SKIPPED" in text  # the verdicts go to the summary
+
+    one = _check(1, out, "--rehearse")
+    logs = _logs(out, 1)
     configure = re.search(r"^configure: (.*)$", logs["02-llama"], re.M).group(1)
+    # the portable CPU build, with no web UI download to wait out offline
     assert "-DGGML_CUDA=OFF" in configure and "-DGGML_AVX512=OFF" in configure
-    # pytest -m gpu ran for real and collected the GPU tests (they skip without CUDA)
-    assert "test_gpu.py::test_r1_rehearsal_through_unsloth_with_dpo_completes_every_stage SKIPPED" in logs["03-pytest"]
-    assert "test_gpu.py::test_unsloth_pipeline_completes_every_stage SKIPPED" in logs["03-pytest"]
-    assert not re.search(r"\berror", logs["03-pytest"], re.I)
-    assert "--sizes accepted" in logs["04-bench"] and "--steps accepted" in logs["04-bench"]
+    assert "-DLLAMA_USE_PREBUILT_UI=OFF" in configure
+    if not llama_cpp_built():
+        assert one.returncode == 1 and _summary(out, 1)["03-r1"] != "0"
+        assert "llama.cpp is not built" in logs["03-r1"]
+        return
+    assert one.returncode == 0, one.stdout + one.stderr
+    assert _summary(out, 1) == dict.fromkeys(CALL_STEPS[1], "0")
+    for step, name in (("03-r1", "r1"), ("04-smollm2", "smollm2")):
+        for node in _script_tests(name):
+            assert f"{node} SKIPPED" in logs[step], node
+
+
+@pytest.mark.slow
+def test_a_selected_pipeline_test_without_llama_cpp_fails_the_check(tmp_path):
+    """tests/conftest.py skips llama.cpp tests where it is not built; under the check that
+    skip would let pytest exit 0 having run none, so it is a failure."""
+    empty = tmp_path / "no-llama.cpp"
+    empty.mkdir()
+    out = tmp_path / "out"
+    done = _check(1, out, "--rehearse", FINTUNE_TEST_LLAMA_CPP=str(empty),
+                  GPU_CHECK_SHARES="versions=0,llama=0")
+    assert done.returncode == 1
+    rcs = _summary(out, 1)
+    assert rcs["01-versions"] == rcs["02-llama"] == "skipped"
+    for step in PIPELINE_STEPS:
+        assert rcs[step] not in ("0", "skipped"), rcs
+        assert f"llama.cpp is not built in {empty}" in _logs(out, 1)[step]
+    # outside the check, the same tests skip as before (a CPU run of the suite)
+    env = {k: v for k, v in os.environ.items() if k not in ("FINTUNE_GPU_CHECK", "CI")}
+    plain = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *_script_tests("r1")],
+                           cwd=ROOT, env={**env, "FINTUNE_TEST_LLAMA_CPP": str(empty)}, capture_output=True,
+                           text=True, timeout=300)
+    assert plain.returncode == 0 and "skipped" in plain.stdout, plain.stdout[-2000:]
 
 
 def test_a_failed_step_is_recorded_and_the_next_one_runs(tmp_path):
-    out = tmp_path / "check"
-    done = _check(out, "--rehearse", "--steps", "versions,bench", PYTHON="/bin/false")
+    out = tmp_path / "out"
+    done = _check(2, out, "--rehearse", PYTHON="/bin/false")
     assert done.returncode == 1
-    assert _summary(out) == {"01-versions": "1", "04-bench": "1"}
-    assert "--help failed" in (out / "04-bench.log").read_text()
+    assert _summary(out, 2) == dict.fromkeys(CALL_STEPS[2], "1")
+    assert "--help failed" in (out / "call2" / "04-bench.log").read_text()
 
 
-def test_a_step_past_its_share_of_the_budget_is_cut_by_timeout(tmp_path):
+def test_a_step_past_its_share_is_cut_and_says_so_and_later_steps_say_they_did_not_run(tmp_path):
     slow = tmp_path / "slow-python"
     slow.write_text("#!/bin/sh\nsleep 60\n")
     slow.chmod(0o755)
-    out = tmp_path / "check"
-    # a share of 60 (of 480) is 6 s of a 48 s budget
-    done = _check(out, "--rehearse", "--steps", "versions", PYTHON=str(slow), GPU_CHECK_BUDGET_S="48",
-                  GPU_CHECK_SHARES="versions=60")
+    out = tmp_path / "out"
+    # x4 in a rehearsal: versions gets 8 s, the budget is 12 s
+    done = _check(2, out, "--rehearse", PYTHON=str(slow), GPU_CHECK_BUDGET_S="3",
+                  GPU_CHECK_SHARES="versions=2,sigterm=1")
     assert done.returncode == 1
-    assert _summary(out) == {"01-versions": "124"}
-    assert re.search(r"TIMED OUT after [56]s", (out / "01-versions.log").read_text())
+    rcs = _summary(out, 2)
+    assert rcs["01-versions"] == "124" and rcs["04-bench"] == rcs["05-contract"] == "skipped"
+    text = (out / "call2" / "summary.txt").read_text()
+    assert re.search(r"^01-versions .*TIMED OUT: did not finish in [78]s \(share 8s\)", text, re.M)
+    assert re.search(r"^05-contract .*NOT RUN: -?\d+s left of its share", text, re.M)
 
 
 def test_bad_arguments_are_refused_before_any_step(tmp_path):
-    for args, env, message in ((["--llama", "gpu"], {}, "--llama must be cpu, cuda or none"),
-                               (["--steps", "versions,train"], {}, "unknown step 'train'"),
-                               (["--steps"], {}, "--steps needs a list"),
-                               ([], {"GPU_CHECK_SHARES": "bench=fast"}, "bad entry 'bench=fast'")):
-        done = _check(tmp_path / "check", *args, **env)
-        assert done.returncode == 2 and message in done.stderr
-    assert not (tmp_path / "check" / "summary.txt").exists()
+    for call, args, env, message in ((1, ["--llama", "gpu"], {}, "--llama must be cpu, cuda or none"),
+                                     (3, [], {}, "the call, 1 or 2, not '3'"),
+                                     (2, ["--steps", "x"], {}, "usage:"),
+                                     (1, [], {"GPU_CHECK_SHARES": "bench=60"}, "bad entry 'bench=60' for call 1"),
+                                     (2, [], {"GPU_CHECK_SHARES": "bench=fast"}, "bad entry 'bench=fast'")):
+        done = _check(call, tmp_path / "out", *args, **env)
+        assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert not (tmp_path / "out").exists()
+    no_out = subprocess.run(["bash", str(SCRIPT), "1"], cwd=ROOT, capture_output=True, text=True,
+                            env={k: v for k, v in os.environ.items() if k != "OUT"})
+    assert no_out.returncode == 2 and "$OUT is not set" in no_out.stderr
 
 
 def test_the_commands_the_script_names_exist_with_the_arguments_it_passes():
