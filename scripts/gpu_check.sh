@@ -11,7 +11,7 @@
 #           r1 (the R1 rehearsal through Unsloth: SFT, 1 DPO step, 1 GRPO step of 2 replies,
 #           merge, export, eval); smollm2 (the embedded SmolLM2 pipeline through Unsloth)
 #   call 2: versions; sigterm (SIGTERM + resume); qlora (PEFT QLoRA, one PEFT DPO step);
-#           bench (bench/gpu_scale.py --sizes 14b); contract (Unsloth's 4-bit load, offline)
+#           bench (bench/gpu_scale.py --sizes 14b --steps 4)
 # Every step runs under `timeout` until the end of its cumulative share of the budget
 # (time an earlier step leaves unused rolls on); a step with under 5 s left is not started
 # and the summary says so. --rehearse (a CPU, CUDA_VISIBLE_DEVICES=): builds nothing, runs
@@ -62,14 +62,13 @@ $G::test_eval_ran_hf_models_on_cuda_and_three_ggufs_exist"
 export TESTS_sigterm="$G::test_sigterm_on_the_gpu_saves_and_resume_finishes"
 export TESTS_qlora="$G::test_peft_qlora_backend_trains_a_few_steps_on_the_gpu
 $G::test_one_dpo_step_on_the_gpu"
-export TESTS_contract="tests/test_unsloth_contract.py::test_real_unsloth_loads_a_small_model_in_4bit"
 
 # steps and their shares (seconds; docs/gpu_check.md has the estimates behind them)
 if [ "$CALL" = 1 ]; then
   STEPS=(versions llama r1 smollm2); declare -A SHARE=([versions]=15 [llama]=70 [r1]=125 [smollm2]=80)
 else
-  STEPS=(versions sigterm qlora bench contract)
-  declare -A SHARE=([versions]=10 [sigterm]=100 [qlora]=60 [bench]=100 [contract]=20)
+  STEPS=(versions sigterm qlora bench)
+  declare -A SHARE=([versions]=10 [sigterm]=95 [qlora]=55 [bench]=130)
 fi
 shares=${GPU_CHECK_SHARES:-}
 for kv in ${shares//,/ }; do
@@ -151,7 +150,6 @@ step_r1() { pytest_step r1; }
 step_smollm2() { pytest_step smollm2; }
 step_sigterm() { pytest_step sigterm; }
 step_qlora() { pytest_step qlora; }
-step_contract() { pytest_step contract; }
 
 step_bench() {
   # shellcheck disable=SC2086  # BENCH_ARGS is a word list
@@ -159,7 +157,7 @@ step_bench() {
   "$PYTHON" bench/gpu_scale.py $BENCH_ARGS
 }
 export -f has_flags pytest_step step_versions step_llama step_r1 step_smollm2 step_sigterm step_qlora \
-  step_contract step_bench
+  step_bench
 
 START=$SECONDS; planned=0; n=0
 for s in "${STEPS[@]}"; do

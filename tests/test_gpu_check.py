@@ -4,7 +4,19 @@ selected pipeline test without llama.cpp fails the check, a failed or slow step 
 recorded (and says so) and the next one runs; the pruned
 llama.cpp tree of scripts/gpu_payload.sh configures the four tools and runs the
 converter; the R1 tokenizer is found from its saved folder where the wheel is absent;
-the GPU tests' flags make the configs they mean to run."""
+the GPU tests' flags make the configs they mean to run.
+
+Then the CUDA defects read in the pinned sources, each caught here where a CPU can:
+no gpu test names a hub id; each training entry (SFT, DPO, GRPO) imports a stand-in
+`unsloth` before it touches CUDA; vLLM reaches Unsloth's import only when asked for;
+grpo_beta > 0 on Unsloth is refused; a killed orchestrator leaves no worker or tool
+child; a gpu test runs GRPO, and QLoRA does not compile; two comments match TRL.
+
+What no CPU test can catch: whether each step fits its share of the call (the shares
+are estimates until a GPU run times them, docs/gpu_check.md; a step cut at its share
+says so in the summary), that Unsloth really leaves PYTORCH_ALLOC_CONF in force (the
+allocator exists only on CUDA), and Unsloth's GRPO generation and loss themselves
+(unsloth is not installed here; tests/test_gpu.py runs them on the GPU)."""
 from __future__ import annotations
 
 import configparser
@@ -22,7 +34,7 @@ from fintune.config import build_config
 
 SCRIPT = ROOT / "scripts" / "gpu_check.sh"
 CALL_STEPS = {1: ["01-versions", "02-llama", "03-r1", "04-smollm2"],
-              2: ["01-versions", "02-sigterm", "03-qlora", "04-bench", "05-contract"]}
+              2: ["01-versions", "02-sigterm", "03-qlora", "04-bench"]}
 PIPELINE_STEPS = ("03-r1", "04-smollm2")  # the tests that run llama.cpp (export, GGUF eval)
 
 
@@ -71,7 +83,7 @@ def test_rehearsal_runs_both_calls_exactly_as_on_the_gpu(tmp_path):
         assert re.search(rf"^{lib}\s", logs["01-versions"], re.M), lib
     for flag in ("--sizes", "--backends", "--steps"):
         assert f"{flag} accepted" in logs["04-bench"]
-    for step, name in (("02-sigterm", "sigterm"), ("03-qlora", "qlora"), ("05-contract", "contract")):
+    for step, name in (("02-sigterm", "sigterm"), ("03-qlora", "qlora")):
         for node in _script_tests(name):
             assert f"{node} SKIPPED" in logs[step], (node, logs[step][-2000:])
             assert f"{node} SKIPPED" in text  # the verdicts go to the summary
@@ -134,10 +146,10 @@ def test_a_step_past_its_share_is_cut_and_says_so_and_later_steps_say_they_did_n
                   GPU_CHECK_SHARES="versions=2,sigterm=1")
     assert done.returncode == 1
     rcs = _summary(out, 2)
-    assert rcs["01-versions"] == "124" and rcs["04-bench"] == rcs["05-contract"] == "skipped"
+    assert rcs["01-versions"] == "124" and rcs["03-qlora"] == rcs["04-bench"] == "skipped"
     text = (out / "call2" / "summary.txt").read_text()
     assert re.search(r"^01-versions .*TIMED OUT: did not finish in [78]s \(share 8s\)", text, re.M)
-    assert re.search(r"^05-contract .*NOT RUN: -?\d+s left of its share", text, re.M)
+    assert re.search(r"^04-bench .*NOT RUN: -?\d+s left of its share", text, re.M)
 
 
 def test_bad_arguments_are_refused_before_any_step(tmp_path):
