@@ -246,6 +246,9 @@ class TrainConfig:
     grpo_length_penalty: float = setting(0.0, "Subtract this x (reply tokens / grpo_max_completion_length) from "
                                          "each reward, against long replies; 0 = off.")
     grpo_save_steps: int = setting(10, "Save a GRPO checkpoint every this many steps (> 0).")
+    grpo_use_vllm: bool = setting(False, "Generate GRPO's replies with vLLM (Unsloth's fast_inference, colocated "
+                                  "on the GPU); needs a vllm that imports with this transformers. Off: vLLM is "
+                                  "hidden from Unsloth's import and TRL generates with model.generate.")
     resume_from_checkpoint: Optional[str] = setting(None, "Continue training from a checkpoint folder, or "
                                                     "latest for the newest checkpoint-N in checkpoint_dir "
                                                     "saved by a run with these settings (another run's is "
@@ -280,6 +283,12 @@ class TrainConfig:
         _check(self.grpo_max_completion_length >= 16, "train.grpo_max_completion_length must be >= 16")
         _check(self.grpo_beta >= 0 and self.grpo_length_penalty >= 0, "train.grpo_beta and grpo_length_penalty "
                "must be >= 0 (0 = off)")
+        # unsloth 2026.10.9 models/rl.py drops TRL's "ref" adapter copy (trl 1.14.2 grpo_trainer.py
+        # GRPOTrainer.__init__, `is_peft_model(model) and args.beta != 0.0`) and takes the reference
+        # with the adapter disabled: the KL would pull towards the base, not the SFT policy
+        _check(not (self.grpo and self.backend == "unsloth" and self.grpo_beta > 0),
+               f"train.grpo_beta {self.grpo_beta:g} with train.backend unsloth: Unsloth's GRPO uses the base "
+               "model as the KL reference, TRL's the SFT adapter; set train.grpo_beta 0 or train.backend peft")
         _check(self.grpo_learning_rate > 0 and self.grpo_temperature > 0,
                "train.grpo_learning_rate and grpo_temperature must be > 0")
         _check(self.val_fraction == 0 or self.save_steps % self.eval_steps == 0,

@@ -8,6 +8,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from fintune import machine
 from fintune.errors import FintuneError
 
 # the installed package ships the build script (fintune/scripts/), so the hint works outside a checkout
@@ -79,7 +80,8 @@ class LlamaCpp:
 
     def quant_types(self) -> list[str]:
         """Quantization type names as llama-quantize itself lists them."""
-        out = subprocess.run([str(self.binary("llama-quantize")), "--help"], capture_output=True, text=True)
+        out = subprocess.run([str(self.binary("llama-quantize")), "--help"], capture_output=True, text=True,
+                             preexec_fn=machine.die_with_parent())
         text = out.stdout + out.stderr
         return re.findall(r"^\s+\d+\s+or\s+([A-Z0-9_]+)\s*:", text, re.M)
 
@@ -159,7 +161,10 @@ class LlamaServer:
         # the server logs every request: into a file, since a pipe nobody reads fills
         # (64 KiB, about 120 requests) and then blocks the server mid-run
         self.log = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")
-        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=self.log)
+        # dies with this process even when it is SIGKILLed (machine.die_with_parent): a
+        # server left behind would hold the GPU and its port into the next step
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=self.log,
+                                     preexec_fn=machine.die_with_parent())
         deadline = time.time() + 120
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -237,7 +242,8 @@ def _run(cmd: list[str], what: str, env: dict | None = None) -> str:
 def _run_proc(cmd: list[str], what: str, env: dict | None = None) -> subprocess.CompletedProcess:
     # errors="replace": a generation cut off inside a multi-byte character is
     # still an answer to score, not a crash
-    proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", env=env,
+                          preexec_fn=machine.die_with_parent())
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
         raise LlamaCppError(f"{what} failed (exit {proc.returncode}):\n{tail}")

@@ -11,7 +11,10 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import sys
 from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def cuda_available() -> bool:
@@ -22,6 +25,30 @@ def cuda_available() -> bool:
     except ImportError:
         return False
     return bool(torch.cuda.is_available())
+
+
+def die_with_parent():
+    """A `preexec_fn` for subprocess that has the kernel SIGKILL the child when the
+    thread that started it ends (prctl PR_SET_PDEATHSIG; Linux only, None elsewhere).
+
+    A stage worker runs in a process group of its own (pipeline.run_in_child), so
+    `timeout -k` or a killed terminal reaches only the orchestrator; without this the
+    worker, and the llama-server it starts, would keep the GPU and the port. Set for
+    every llama.cpp tool too, so each link of the chain dies with the one above it.
+    libc is loaded here, in the parent: the hook itself only calls prctl after fork."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    import signal
+
+    prctl, parent = ctypes.CDLL(None, use_errno=True).prctl, os.getpid()
+
+    def hook() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return hook
 
 
 def gpu_free_bytes() -> int:

@@ -209,7 +209,8 @@ def run_in_child(stage: str, entry: StageEntry, cfg: PipelineConfig, on_start=No
     The child shares this terminal (log lines, progress bars) but not its
     process group: Ctrl-C and SIGTERM reach this process, which passes each on
     once, so training saves a checkpoint and stops, and a second signal still
-    kills it.
+    kills it. Being in a group of its own, it would outlive a SIGKILL of this
+    process (`timeout -k`): machine.die_with_parent has the kernel kill it then.
     """
     with tempfile.TemporaryDirectory(prefix="fintune-stage-") as tmp:
         cfg_path, result_path = Path(tmp) / "config.json", Path(tmp) / "result.json"
@@ -220,7 +221,7 @@ def run_in_child(stage: str, entry: StageEntry, cfg: PipelineConfig, on_start=No
         env.update(allocator_env(entry, cfg))
         proc = subprocess.Popen([sys.executable, "-m", "fintune.worker", step_name(entry), str(cfg_path),
                                  str(result_path)],
-                                env=env, process_group=0)
+                                env=env, process_group=0, preexec_fn=machine.die_with_parent())
         if on_start:
             on_start(proc.pid)
         code = _wait_forwarding_signals(proc)

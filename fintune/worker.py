@@ -42,13 +42,9 @@ def import_unsloth_first(step: str, cfg) -> bool:
     is the backend that will train (it patches them on import)."""
     if not step.startswith(TRAINING_STEPS):
         return False
-    from fintune.train.backends import choose_backend
+    from fintune.train.backends import import_unsloth_first as first
 
-    if choose_backend(cfg.train.backend).backend != "unsloth":
-        return False
-    import unsloth  # noqa: F401
-
-    return True
+    return first(cfg)
 
 
 def _write(result_path: str, record: dict) -> None:

@@ -57,7 +57,10 @@ WANT="llama-cpp-python==$LCP_VERSION targets=${TARGETS[*]}$CUDA_STAMP isa=${ISA[
 CONFIGURE=(cmake -S "$DEST" -B "$DEST/build" -DCMAKE_BUILD_TYPE=Release
   -DGGML_NATIVE=OFF -DBUILD_SHARED_LIBS=OFF "${ISA[@]}" "${CUDA[@]}"
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON
-  -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF)
+  -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF
+  # no web UI: the prebuilt one is a download (tools/ui, scripts/ui-assets.cmake) that waits
+  # out its timeouts on an offline machine; the eval only calls the server's HTTP API
+  -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_UI=OFF)
 
 if [ -n "${LLAMA_CPP_DRY_RUN:-}" ]; then  # print what would be configured and recorded; fetch and build nothing
   echo "configure: ${CONFIGURE[*]}"

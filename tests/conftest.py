@@ -15,7 +15,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-LLAMA_CPP = ROOT / "llama.cpp"
+# FINTUNE_TEST_LLAMA_CPP: another tree, e.g. an empty one to rehearse a missing llama.cpp
+LLAMA_CPP = Path(os.environ.get("FINTUNE_TEST_LLAMA_CPP") or ROOT / "llama.cpp")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -25,6 +26,12 @@ def pytest_collection_modifyitems(config, items):
         has_cuda = torch.cuda.is_available()
     except ImportError:
         has_cuda = False
+    needing = [item.nodeid for item in items if "llama_cpp" in item.keywords]
+    if os.environ.get(GPU_CHECK_ENV) and needing and not llama_cpp_built():
+        # under the GPU check a skipped pipeline test is a failure: pytest would exit 0
+        # having run none (and on a CPU rehearsal the gpu skip would hide it)
+        raise pytest.UsageError(f"{GPU_CHECK_ENV}: llama.cpp is not built in {LLAMA_CPP}, and the selected "
+                                f"tests need it: {', '.join(needing)}")
     if not has_cuda:
         skip = pytest.mark.skip(reason="needs a CUDA GPU")
         for item in items:
@@ -111,9 +118,17 @@ def as_flags(overrides: dict) -> list[str]:
     return [f"--{k}" if v is True else f"--no-{k}" if v is False else f"--{k}={v}" for k, v in overrides.items()]
 
 
+# set by scripts/gpu_check.sh: a pipeline test it selected must run, never skip
+GPU_CHECK_ENV = "FINTUNE_GPU_CHECK"
+
+
+def llama_cpp_built() -> bool:
+    return (LLAMA_CPP / "build" / "bin" / "llama-quantize").is_file()
+
+
 def require_llama_cpp():
-    if not (LLAMA_CPP / "build" / "bin" / "llama-quantize").is_file():
-        if os.environ.get("CI"):
+    if not llama_cpp_built():
+        if os.environ.get("CI") or os.environ.get(GPU_CHECK_ENV):
             pytest.fail("llama.cpp is not built; `make test` builds it")
         pytest.skip("llama.cpp not built (run scripts/setup_llama_cpp.sh)")
 

@@ -29,8 +29,9 @@ def _flags(root: Path, **extra) -> list[str]:
         "merged_model_dir": root / "merged", "gguf_f16_path": root / "m_f16.gguf",
         "gguf_q4_path": root / "m_q4_k_m.gguf", "gguf_q8_path": root / "m_q8_0.gguf",
         "modelfile_path": root / "Modelfile", "eval_dir": root / "eval",
-        "load_in_4bit": True, "num_generated": 600, "per_device_train_batch_size": 8, "max_steps": 30,
-        "save_steps": 10, "eval_steps": 10, "eval_limit": 29, "eval_max_new_tokens": 128,
+        # sized to the check's share (docs/gpu_check.md): the stages run, not a long training
+        "load_in_4bit": True, "num_generated": 200, "per_device_train_batch_size": 8, "max_steps": 10,
+        "save_steps": 10, "eval_steps": 10, "eval_limit": 8, "eval_max_new_tokens": 64,
         "eval_models": "base,adapter,merged,F16,Q8_0,Q4_K_M", "eval_files": "", "contamination_files": "",
     }
     values.update(extra)
@@ -44,13 +45,16 @@ R1_PAIRS = [{"prompt": f"Should I put {p}% of my account on one trade?", "chosen
 
 
 def r1_flags(root: Path, model_dir: Path) -> list[str]:
-    """The R1 14B profile with the base swapped for the tiny model, DPO on, the run shortened."""
+    """The R1 14B profile with the base swapped for the tiny model, DPO and GRPO on, the run shortened."""
     values = {
         "base_model": model_dir, "backend": "unsloth", "dataset_folder": root / "datasets",
         "data_dir": root / "data", "num_generated": 60, "heldout_fraction": 0.1, "hub_datasets": "",
         "contamination_files": "", "lora_output_dir": root / "lora", "checkpoint_dir": root / "ckpt",
         "max_steps": 4, "learning_rate": 1e-3, "logging_steps": 1, "save_steps": 4, "eval_steps": 4,
-        "dpo": True, "dpo_max_steps": 2, "llama_cpp_path": ROOT / "llama.cpp",
+        "dpo": True, "dpo_max_steps": 1, "llama_cpp_path": ROOT / "llama.cpp",
+        # Unsloth's rewritten GRPOTrainer, its generation and its loss: one step of 2 replies
+        "grpo": True, "grpo_max_steps": 1, "grpo_num_generations": 2, "grpo_max_completion_length": 32,
+        "grpo_save_steps": 1,
         "merged_model_dir": root / "merged", "gguf_f16_path": root / "m_f16.gguf",
         "gguf_q4_path": root / "m_q4_k_m.gguf", "gguf_q8_path": root / "m_q8_0.gguf",
         "modelfile_path": root / "Modelfile", "eval_dir": root / "eval", "eval_limit": 4,
@@ -84,6 +88,7 @@ def unsloth_run(tmp_path_factory):
     return root, _pipeline("unsloth-smollm2", root, _flags(root, backend="unsloth"))
 
 
+@pytest.mark.llama_cpp
 def test_unsloth_pipeline_completes_every_stage(unsloth_run):
     root, log = unsloth_run
     stages = json.loads((root / "run_manifest.json").read_text())["stages"]
@@ -94,12 +99,14 @@ def test_unsloth_pipeline_completes_every_stage(unsloth_run):
     assert "Unsloth should be imported before" not in log  # unsloth first in the training process
 
 
+@pytest.mark.llama_cpp
 def test_merge_after_unsloth_training_checks_its_logits(unsloth_run):
     root, _ = unsloth_run
     merge = json.loads((root / "merged" / "fintune_merge.json").read_text())
     assert merge["max_logit_diff"] < 0.1
 
 
+@pytest.mark.llama_cpp
 def test_eval_ran_hf_models_on_cuda_and_three_ggufs_exist(unsloth_run):
     root, _ = unsloth_run
     for name in ("m_f16.gguf", "m_q8_0.gguf", "m_q4_k_m.gguf"):
@@ -120,21 +127,39 @@ def r1_unsloth_run(tmp_path_factory, tiny_qwen2_r1_dir):
     return root, _pipeline("unsloth-r1-rehearsal-dpo", root, r1_flags(root, tiny_qwen2_r1_dir))
 
 
-def test_r1_rehearsal_through_unsloth_with_dpo_completes_every_stage(r1_unsloth_run):
+@pytest.mark.llama_cpp
+def test_r1_rehearsal_through_unsloth_with_dpo_and_grpo_completes_every_stage(r1_unsloth_run):
     root, log = r1_unsloth_run
     manifest = json.loads((root / "run_manifest.json").read_text())
     assert {k: v["status"] for k, v in manifest["stages"].items()} == dict.fromkeys(
-        ["data", "train", "merge", "export", "eval"], "complete")
+        ["data", "train", "grpo", "merge", "export", "eval"], "complete")
     pids = manifest["stages"]["train"]["pids"]
     assert len(pids) == 2 and pids[0] != pids[1]  # SFT and DPO each in a process of its own
     rec = json.loads((root / "lora" / "fintune_adapter.json").read_text())
     assert rec["backend"] == "unsloth" and rec["cuda_peak_mb"] > 0
     assert rec["chat_template_family"] == "deepseek-r1" and rec["model"]["max_seq_length"] == 4096
-    assert rec["dpo"]["backend"] == "unsloth" and rec["dpo"]["global_step"] == 2
+    assert rec["dpo"]["backend"] == "unsloth" and rec["dpo"]["global_step"] == 1
     assert rec["dpo"]["pairs"] == len(R1_PAIRS)
     assert "Unsloth should be imported before" not in log
 
 
+@pytest.mark.llama_cpp
+def test_r1_rehearsal_grpo_step_ran_through_unsloth(r1_unsloth_run):
+    """Unsloth's GRPOTrainer (unsloth 2026.10.9 models/rl.py patch_trl_rl_trainers): one step,
+    2 replies sampled by model.generate (train.grpo_use_vllm off), rewarded, trained."""
+    from fintune.adapters import ADAPTER_RECORD
+
+    root, _ = r1_unsloth_run
+    found = [json.loads(p.read_text()) for p in root.glob(f"lora*/{ADAPTER_RECORD}")]
+    grpo = [r["grpo"] for r in found if "grpo" in r]
+    assert len(grpo) == 1, found
+    g = grpo[0]
+    assert g["backend"] == "unsloth" and g["global_step"] == 1 and g["use_vllm"] is False
+    assert g["grpo_num_generations"] == 2 and g["completion_tokens_this_run"] > 0
+    assert g["reward_first_last"][0] is not None
+
+
+@pytest.mark.llama_cpp
 def test_r1_rehearsal_merge_checks_its_logits_and_export_keeps_the_r1_tokenizer(r1_unsloth_run):
     from fintune.export.gguf_check import verify
 
@@ -148,6 +173,7 @@ def test_r1_rehearsal_merge_checks_its_logits_and_export_keeps_the_r1_tokenizer(
         assert verify(root / name, q)["pre"] == "deepseek-r1-qwen"
 
 
+@pytest.mark.llama_cpp
 def test_r1_rehearsal_eval_ran_the_profiles_models_on_the_gpu(r1_unsloth_run):
     from fintune.llama_cpp import LlamaCpp
 
@@ -161,9 +187,14 @@ def test_r1_rehearsal_eval_ran_the_profiles_models_on_the_gpu(r1_unsloth_run):
     assert all(r["device"] == gguf_device for m, r in results.items() if m not in ("base", "adapter", "merged"))
 
 
+def qlora_flags(root: Path) -> list[str]:
+    """PEFT QLoRA for 6 steps. torch_compile off: the CPU profile turns it on, and compiling
+    the 4-bit layers would take most of the timed step (backends.compile_layers)."""
+    return _flags(root, backend="peft", max_steps=6, save_steps=6, eval_steps=6, torch_compile=False)
+
+
 def test_peft_qlora_backend_trains_a_few_steps_on_the_gpu(tmp_path):
-    out = subprocess.run([sys.executable, "train.py"] + _flags(tmp_path, backend="peft", max_steps=6,
-                                                                 save_steps=6, eval_steps=6),
+    out = subprocess.run([sys.executable, "train.py"] + qlora_flags(tmp_path),
                          cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     rec = json.loads((tmp_path / "lora" / "fintune_adapter.json").read_text())
@@ -176,8 +207,10 @@ def test_peft_qlora_backend_trains_a_few_steps_on_the_gpu(tmp_path):
 
 def test_sigterm_on_the_gpu_saves_and_resume_finishes(tmp_path):
     pytest.importorskip("unsloth")
-    cmd = [sys.executable, "train.py"] + _flags(tmp_path, backend="unsloth", max_steps=300, save_steps=300,
-                                                eval_steps=300, val_fraction=0.0)
+    # 120 steps of 8 x ~260 tokens: about 30 s at the ~8,000 tokens/s measured, long enough to be
+    # stopped mid-run 3 s after its first log event
+    cmd = [sys.executable, "train.py"] + _flags(tmp_path, backend="unsloth", max_steps=120, save_steps=120,
+                                                eval_steps=120, val_fraction=0.0)
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 600
     while not any((tmp_path / "ckpt").rglob("events.*")):
@@ -191,7 +224,7 @@ def test_sigterm_on_the_gpu_saves_and_resume_finishes(tmp_path):
     done = subprocess.run(cmd + ["--resume_from_checkpoint", "latest"], cwd=ROOT, capture_output=True, text=True,
                           timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert json.loads((tmp_path / "lora" / "fintune_adapter.json").read_text())["global_step"] == 300
+    assert json.loads((tmp_path / "lora" / "fintune_adapter.json").read_text())["global_step"] == 120
 
 
 def test_one_dpo_step_on_the_gpu(tmp_path):

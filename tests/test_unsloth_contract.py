@@ -91,9 +91,10 @@ def test_unsloth_is_imported_before_transformers_trl_peft(recorded):
 
 
 @pytest.mark.gpu
-def test_real_unsloth_loads_a_small_model_in_4bit():
+def test_real_unsloth_loads_a_small_model_in_4bit(tiny_qwen2_r1_dir):
+    """The tiny random Qwen2 with the real R1 tokenizer, from disk: the GPU machine has no
+    hub (HF_HUB_OFFLINE=1), so no gpu test names a hub id (tests/test_gpu_check.py)."""
     unsloth = pytest.importorskip("unsloth")
     model, tok = unsloth.FastLanguageModel.from_pretrained(
-        model_name="unsloth/DeepSeek-R1-Distill-Qwen-1.5B-unsloth-bnb-4bit", max_seq_length=512,
-        dtype=None, load_in_4bit=True)
+        model_name=str(tiny_qwen2_r1_dir), max_seq_length=512, dtype=None, load_in_4bit=True)
     assert tok.chat_template and "<\uff5cAssistant\uff5c>" in tok.chat_template

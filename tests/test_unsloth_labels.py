@@ -25,6 +25,8 @@ def test_unsloth_branch_trains_plain_text_rows_on_their_own_labels(tmp_path, tin
 
     monkeypatch.setattr(backends, "choose_backend", lambda requested: backends.Choice("unsloth", "stand-in"))
     monkeypatch.setattr(backends, "load_unsloth", unsloth_stand_in)
+    # unsloth is not installed here: its import-first step (tests/test_gpu_check.py checks it) stands aside
+    monkeypatch.setattr(backends, "import_unsloth_first", lambda cfg: False)
     seen = {}
     make = trainer.make_trainer
 

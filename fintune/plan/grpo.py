@@ -3,8 +3,9 @@ on the GPU, from the model's config alone, checked by the stage before it loads.
 
 - policy: the training's weights and LoRA + grads + optimizer, and the activations
   and logits of the backward over one group, num_generations rows of prompt + reply
-  (training.memory, with the group as the batch): TRL's micro-batch is one prompt's group
-  (fintune/train/grpo.py grpo_args);
+  (training.memory, with the group as the batch): TRL's micro-batch holds num_generations
+  rows, taken from the shuffled generation batch, not one prompt's group (trl 1.14.2
+  GRPOTrainer._prepare_inputs; fintune/train/grpo.py grpo_args);
 - generation: the KV cache of num_generations x (prompt + max_completion_length) tokens
   for each of the step's prompts, which TRL generates together;
 - reference, where beta > 0: TRL's frozen copy of the adapter beside the trained one
@@ -28,9 +29,10 @@ VLLM_NOTE = ("vLLM is installed: Unsloth's fast_inference also holds its own sha
              "(from_pretrained's gpu_memory_utilization, 0.5 by default), which this line does not count")
 
 
-def use_vllm(backend: str) -> bool:
-    """vLLM generation only through Unsloth's fast_inference, and only where vLLM is installed."""
-    return backend == "unsloth" and machine.installed("vllm")
+def use_vllm(cfg, backend: str) -> bool:
+    """vLLM generation only when asked for (train.grpo_use_vllm), through Unsloth's
+    fast_inference, and only where vLLM is installed."""
+    return cfg.train.grpo_use_vllm and backend == "unsloth" and machine.installed("vllm")
 
 
 def grpo_seq(cfg, completion: int | None = None) -> int:
@@ -65,7 +67,7 @@ def grpo_line(cfg, backend: str, host: Machine) -> StagePlan:
         line.action += f"; {what}"
         return line
     line = check_gpu(line, host, lambda: _group_fix(cfg, backend, host.gpu_free))
-    if use_vllm(backend):
+    if use_vllm(cfg, backend):
         line.why = "; ".join(filter(None, [line.why, VLLM_NOTE]))
     return line
 

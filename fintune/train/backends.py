@@ -40,6 +40,31 @@ def choose_backend(requested: str) -> Choice:
     return Choice("peft", f"cuda={has_cuda}, unsloth installed={has_unsloth}")
 
 
+def import_unsloth_first(cfg: PipelineConfig) -> bool:
+    """Import unsloth, where it is the backend, before anything touches CUDA or imports
+    transformers, trl or peft. Each training entry (SFT, DPO, GRPO) calls this first:
+    unsloth_zoo/__init__.py sets PYTORCH_ALLOC_CONF=expandable_segments:True for the
+    allocator, which reads it once, when CUDA is first initialised (the plan's
+    mem_get_info, pick_precision's is_bf16_supported); choose_backend only asks
+    torch.cuda.is_available(), which does not start the allocator.
+
+    vLLM is hidden from that import unless train.grpo_use_vllm is set: unsloth probes
+    and imports an installed vllm on import (unsloth 2026.10.9, import_fixes.py
+    fix_vllm_guided_decoding_params: find_spec("vllm"), then `import vllm`), and a vllm
+    that does not import under this transformers makes `import unsloth` fail.
+    importlib.util.find_spec returns None, and `import vllm` fails cleanly, for a name
+    whose sys.modules entry is None."""
+    import sys
+
+    if choose_backend(cfg.train.backend).backend != "unsloth":
+        return False
+    if not cfg.train.grpo_use_vllm and "vllm" not in sys.modules:
+        sys.modules["vllm"] = None  # type: ignore[assignment]
+    import unsloth  # noqa: F401
+
+    return True
+
+
 def load_unsloth(cfg: PipelineConfig, model_path: str):
     from unsloth import FastLanguageModel  # noqa: I001 - must precede transformers/peft/trl
 

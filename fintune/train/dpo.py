@@ -38,6 +38,7 @@ def pairs_path(cfg: PipelineConfig) -> Path:
 
 def run(cfg: PipelineConfig) -> Path:
     """DPO from the SFT adapter the training step left beside the output directory."""
+    backends.import_unsloth_first(cfg)  # before pick_precision starts CUDA
     sft = sft_dir(cfg)
     model_path = read_adapter_record(sft)["base_model_path"]
     on_cuda = machine.cuda_available()

@@ -19,13 +19,15 @@ frozen "ref" adapter (trl 1.14.2, trainer/grpo_trainer.py GRPOTrainer.__init__,
 policy on the same base weights; Unsloth removes that block and computes the
 reference with the adapter disabled, i.e. the base (unsloth 2026.10.9,
 models/rl.py, the `add_adapter_block_pattern` / `peft_pattern` rewrites). Either
-way no second copy of the weights; with beta = 0 no reference pass at all.
+way no second copy of the weights; with beta = 0 no reference pass at all. The two
+references train different objectives, so beta > 0 on Unsloth is refused
+(refuse_unsloth_reference; config.py for an explicit train.backend unsloth).
 
 Backends: on CUDA with Unsloth, the adapter is loaded through Unsloth first, which
-patches TRL's GRPOTrainer (models/rl.py patch_trl_rl_trainers); with vLLM installed
-it loads with fast_inference=True, and Unsloth then turns on use_vllm in colocate
-mode for a model carrying a `vllm_engine` (models/rl.py, the "Set use_vllm if not
-set" block). Elsewhere PEFT: the base + the adapter with is_trainable=True, and
+patches TRL's GRPOTrainer (models/rl.py patch_trl_rl_trainers); with
+train.grpo_use_vllm set and vLLM installed it loads with fast_inference=True, and
+Unsloth then turns on use_vllm in colocate mode for a model carrying a `vllm_engine`
+(models/rl.py, the "Set use_vllm if not set" block). Elsewhere PEFT: the base + the adapter with is_trainable=True, and
 TRL's own generation (model.generate).
 """
 from __future__ import annotations
@@ -62,11 +64,23 @@ def run(cfg: PipelineConfig) -> Path:
     record = read_adapter_record(source)
     if not cfg.train.grpo:
         return source
+    backends.import_unsloth_first(cfg)  # before pick_precision starts CUDA
+    refuse_unsloth_reference(cfg, backends.choose_backend(cfg.train.backend).backend)
     if machine.world_size() > 1:
         raise UsageError("--grpo runs in a single process; train SFT under torchrun, then GRPO without it")
     on_cuda = machine.cuda_available()
     return train_grpo(cfg, source, grpo_dir(cfg), record["base_model_path"], pick_precision(cfg, on_cuda),
                       on_cuda)
+
+
+def refuse_unsloth_reference(cfg: PipelineConfig, backend: str) -> None:
+    """grpo_beta > 0 trains another objective on Unsloth than on TRL (the module's
+    docstring, "Reference model"): refused before anything loads, whichever way the
+    backend was chosen (train.backend auto picks Unsloth on a GPU)."""
+    if backend == "unsloth" and cfg.train.grpo_beta > 0:
+        raise UsageError(f"train.grpo_beta {cfg.train.grpo_beta:g} on the Unsloth backend: Unsloth's GRPO takes "
+                         "the base model (adapter disabled) as the KL reference where TRL takes the SFT adapter; "
+                         "set --grpo_beta 0, or --backend peft for TRL's reference")
 
 
 # ---- prompts ---------------------------------------------------------------
@@ -130,8 +144,12 @@ def prompt_rows(cfg: PipelineConfig, tokenizer) -> tuple[list[dict], Counter]:
 # ---- the trainer -----------------------------------------------------------
 
 def grpo_args(cfg: PipelineConfig, precision: str, on_cuda: bool, vllm: bool):
-    """The train.grpo_* settings under TRL's names. One micro-batch is one prompt's group of
-    replies; grpo_prompts_per_step groups make an optimizer step (the generation batch)."""
+    """The train.grpo_* settings under TRL's names. A micro-batch holds num_generations
+    replies and grpo_prompts_per_step micro-batches make an optimizer step (the generation
+    batch, generated at once). TRL shuffles the generation batch's rows before splitting it
+    into micro-batches (trl 1.14.2 grpo_trainer.py GRPOTrainer._prepare_inputs:
+    shuffle_sequence_dict, then split_tensor_dict), so with more than one prompt per step a
+    micro-batch mixes the groups' replies; advantages are computed per group before that."""
     from trl import GRPOConfig
 
     t = cfg.train
@@ -156,7 +174,7 @@ def load(cfg: PipelineConfig, adapter: Path, model_path: str, precision: str, on
     else:
         require_train_fit_on_cpu(cfg)
     if backend == "unsloth":
-        vllm = use_vllm(backend)
+        vllm = use_vllm(cfg, backend)
         extra = {"fast_inference": True, "max_lora_rank": cfg.lora.lora_r} if vllm else {}
         model, tokenizer = backends.load_unsloth_adapter(cfg, str(adapter), **extra)
         return model, tokenizer, backend
@@ -206,7 +224,7 @@ def train_grpo(cfg: PipelineConfig, source: Path, out: Path, model_path: str, pr
 
     rows, counts = prompt_rows(cfg, tokenizer)
     log.info("grpo: %d prompts (%s)", len(rows), ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-    args = grpo_args(cfg, precision, on_cuda, use_vllm(backend))
+    args = grpo_args(cfg, precision, on_cuda, use_vllm(cfg, backend))
     clock = None if args.use_vllm else GenerationClock(model)
     trainer = GRPOTrainer(model=model, reward_funcs=rewards.reward_funcs(cfg.train), args=args,
                           train_dataset=Dataset.from_list(rows), processing_class=tokenizer)

@@ -14,7 +14,10 @@ in the matmul's dtype for the gradient (one [N, V] log-softmax instead of
 chunks was slower still). The loss equals the
 cross-entropy transformers computes (tests/test_packing.py compares both and
 their gradients). On a GPU, and under torchrun (whose DDP wrapper must see the
-forward call), TRL's loss is kept.
+forward call), the trainer's own loss is kept: TRL's chunked_nll through PEFT
+(trl 1.14.2 sft_config.py SFTConfig.__post_init__), and through Unsloth, which sets
+SFT's loss_type to "nll" so its own fused cross-entropy runs (unsloth 2026.10.9
+models/rl.py _pin_pristine_sft_loss_type and the sft_trainer replacements).
 """
 from __future__ import annotations
 

@@ -104,6 +104,7 @@ def load(cfg: PipelineConfig) -> Loaded:
     """The base with fresh LoRA weights, after the plan's check (refused before loading
     when it cannot fit)."""
     t = cfg.train
+    backends.import_unsloth_first(cfg)  # before the plan's mem_get_info and pick_precision start CUDA
     choice = backends.choose_backend(t.backend)
     log.info("train: backend %s (%s)", choice.backend, choice.reason)
     on_cuda = machine.cuda_available()
