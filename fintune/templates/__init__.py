@@ -6,6 +6,7 @@ plain split point: prompt tokens get label -100, completion tokens keep theirs.
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -132,8 +133,31 @@ def _render_deepseek_r1(tokenizer, prompt, completion, tools=None):
 # .Messages must not print .System as well (Ollama's own template/chatml.gotmpl and
 # llama3-instruct.gotmpl have no .System block). A Modelfile SYSTEM reaches the
 # template as a first system message (server/routes.go, ChatHandler).
+_CHATML_TOOLS = ("\n\nTools:\n<tools>{{ range $.Tools }}\n{{ .Function.Name }}("
+                 "{{ range $j, $p := .Function.Parameters.Required }}{{ if $j }}, {{ end }}{{ $p }}{{ end }})"
+                 "{{ end }}\n</tools>")
+# chatml_tools.jinja in Go. Ollama offers tools to a model whose template reads .Tools
+# (server/images.go Capabilities: "tools" in template Vars). A tool call's arguments
+# print as Ollama's ToolCallFunctionArguments.String() writes them (api/types.go:
+# compact JSON, keys in the order given), which the Jinja file matches with
+# tojson(separators=[',', ':']). Consecutive tool results share one user turn,
+# closed when another role follows or the conversation ends ($prev).
 CHATML_TEMPLATE = (
-    "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}"
+    "{{- $prev := \"\" }}"
+    "{{- range $i, $m := .Messages }}"
+    "{{- if and (eq $prev \"tool\") (ne .Role \"tool\") }}<|im_end|>\n{{ end }}"
+    "{{- if and (eq $i 0) (ne .Role \"system\") $.Tools }}<|im_start|>system" + _CHATML_TOOLS + "<|im_end|>\n{{ end }}"
+    "{{- if and (eq $i 0) (eq .Role \"system\") }}<|im_start|>system\n{{ .Content }}"
+    "{{ if $.Tools }}" + _CHATML_TOOLS + "{{ end }}<|im_end|>\n"
+    "{{ else if eq .Role \"tool\" }}{{ if ne $prev \"tool\" }}<|im_start|>user{{ end }}\n<tool_response>\n"
+    "{{ .Content }}\n</tool_response>"
+    "{{ else if and (eq .Role \"assistant\") .ToolCalls }}<|im_start|>assistant{{ if .Content }}\n{{ .Content }}{{ end }}"
+    "{{ range .ToolCalls }}\n<tool_call>\n{\"name\": \"{{ .Function.Name }}\", \"arguments\": "
+    "{{ .Function.Arguments }}}\n</tool_call>{{ end }}<|im_end|>\n"
+    "{{ else }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}"
+    "{{- $prev = .Role }}"
+    "{{- end }}"
+    "{{- if eq $prev \"tool\" }}<|im_end|>\n{{ end }}"
     "<|im_start|>assistant\n"
 )
 
@@ -221,9 +245,13 @@ def detect(chat_template: str | None) -> TemplateFamily:
 
 
 def default_system_prompt(chat_template: str) -> str | None:
-    """The system prompt a template inserts when none is given (SmolLM2 does)."""
+    """The system prompt a template inserts when none is given (SmolLM2 does), in the
+    model's own template or in the tools-aware one made from it (use_tools_template)."""
     m = re.search(r"\{\{ *'<\|im_start\|>system\n(.*?)<\|im_end\|>", chat_template, re.S)
-    return m.group(1) if m else None
+    if m:
+        return m.group(1)
+    m = re.match(r'\{%- set default_system = ("(?:[^"\\]|\\.)*") -%\}', chat_template)
+    return (json.loads(m.group(1)) or None) if m else None
 
 
 def use_tools_template(tokenizer) -> TemplateFamily:
