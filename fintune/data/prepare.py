@@ -152,7 +152,7 @@ def read_file(path: Path, fmt, cfg_data, sft: list, dpo: list, rejects: list, co
         if conv.text is not None:
             sft.append({**base, "text": conv.text})
         elif conv.messages and (not conv.dpo or cfg_data.dpo_to_sft):
-            sft.append({**base, "messages": conv.messages})
+            sft.append({**base, "messages": conv.messages, **({"tools": conv.tools} if conv.tools else {})})
         counts[f"kept:{path.name}"] += 1
         counts[f"format:{fmt.name}"] += 1
 
