@@ -23,8 +23,8 @@ from fintune.errors import FintuneError, UsageError
 from fintune.gguf import read_header
 from fintune.llama_cpp import LlamaCpp
 from fintune.manifest import atomic_path, write_json_atomic
-from fintune.templates import default_system_prompt, detect
-from fintune.templates.tools import renders_tools, template_source, tools_template
+from fintune.templates import detect
+from fintune.templates.tools import TOOL_FILES, renders_tools, template_source, tools_template
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +203,8 @@ def base_gguf_path(base_path: str) -> Path:
     where = Path(base_path)
     key_text = str(where.resolve()) if where.is_dir() or where.is_absolute() else str(base_path)
     # the tools template is part of the file: a cached GGUF made before it is not reused
-    key = hashlib.sha256((key_text + "\0" + (template_source("chatml") or "")).encode()).hexdigest()[:10]
+    shipped = "".join(template_source(name) or "" for name in sorted(TOOL_FILES))
+    key = hashlib.sha256((key_text + "\0" + shipped).encode()).hexdigest()[:10]
     return cache_dir() / f"base-{Path(base_path).name}-{key}-f16.gguf"
 
 
@@ -235,7 +236,7 @@ def with_tools_template(model_dir: Path):
     if not isinstance(own, str) or renders_tools(own):
         yield model_dir
         return
-    src = tools_template(detect(own).name, default_system_prompt(own))
+    src = tools_template(detect(own).name, own)
     if src is None:
         yield model_dir
         return

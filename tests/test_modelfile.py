@@ -30,7 +30,8 @@ def test_r1_generation_prompt_opening_think_is_kept():
     text = render(FAMILIES.get("deepseek-r1"), Q4, None, [], think_prefix=True)
     assert text == (GOLDEN / "Modelfile.deepseek-r1-think").read_text(encoding="utf-8")
     # the newline after <think> must survive Go template trimming
-    assert "<\uff5cAssistant\uff5c><think>\n{{ end }}" in text
+    # (without tools offered: with tools the reasoning block stays closed, as in deepseek_r1_tools.jinja)
+    assert "<\uff5cAssistant\uff5c>{{ if not $.Tools }}<think>\n{{ end }}" in text
 
 
 def test_r1_uses_the_exact_fullwidth_token_strings():
@@ -111,7 +112,8 @@ def _jinja(tok, messages, chat_template=None, tools=None) -> str:
                                    **({"tools": tools} if tools else {}))
     # SmolLM2's own template writes no BOS (its bos_token <|im_start|> opens each turn);
     # the Llama 3 one is rendered here with SmolLM2's bos_token in its place
-    bos = tok.bos_token if chat_template == LLAMA3_JINJA or tok.bos_token != "<|im_start|>" else ""
+    llama3 = chat_template is not None and "<|start_header_id|>" in chat_template
+    bos = tok.bos_token if llama3 or tok.bos_token != "<|im_start|>" else ""
     return text[len(bos):] if bos and text.startswith(bos) else text
 
 
@@ -247,3 +249,46 @@ def test_chatml_template_offers_tools_to_ollama():
     (server/images.go Capabilities)."""
     tmpl = FAMILIES.get("chatml").ollama_template
     assert ".Tools" in tmpl and ".ToolCalls" in tmpl and '"tool"' in tmpl
+
+
+@pytest.mark.parametrize("conv", TOOL_CONVERSATIONS)
+def test_llama3_template_renders_tools_and_tool_turns_as_llama3_tools_does(conv, tokenizer, go_render):
+    from fintune.calculator import TOOL_SCHEMA
+    from fintune.templates.tools import tools_template
+
+    msgs = TOOL_CONVERSATIONS[conv]
+    got = go_render(_template_of(render(FAMILIES.get("llama3"), Q4, None)), msgs, tools=[TOOL_SCHEMA])
+    assert got == _jinja(tokenizer, msgs, tools_template("llama3", LLAMA3_JINJA), tools=[TOOL_SCHEMA])
+    assert ('{"name": "calculate", "parameters": {"expression":"' in got) == (not conv.startswith("offered"))
+    # without tools the same Go template renders as Llama 3's own
+    plain = [SYSTEM, USER]
+    assert go_render(_template_of(render(FAMILIES.get("llama3"), Q4, None)), plain) == \
+        _jinja(tokenizer, plain, LLAMA3_JINJA)
+
+
+R1_TOOL_CONVERSATIONS = {k: [m for m in v if m is not SYSTEM] for k, v in TOOL_CONVERSATIONS.items()}
+
+
+@pytest.mark.parametrize("variant", ["r1_tokenizer", "r1_tokenizer_think"])
+@pytest.mark.parametrize("conv", R1_TOOL_CONVERSATIONS)
+def test_r1_template_renders_tools_and_tool_turns_as_the_model_does(conv, variant, request, go_render):
+    """R1's own tool tokens: calls in <｜tool▁calls▁begin｜>, results in
+    <｜tool▁outputs▁begin｜>, the reply after them without <｜Assistant｜>."""
+    import copy
+
+    from fintune.calculator import TOOL_SCHEMA
+    from fintune.templates import use_tools_template
+
+    tok = copy.deepcopy(request.getfixturevalue(variant))
+    use_tools_template(tok)
+    msgs = R1_TOOL_CONVERSATIONS[conv]
+    if conv == "answered, next question":  # the answer as an Ollama client sends it back
+        answer = next(i for i, m in enumerate(msgs) if m["role"] == "assistant" and not m.get("tool_calls"))
+        reply = f"<think>\n{REASONING}\n</think>\n\n{ANSWER}"
+        msgs = msgs[:answer] + [{"role": "assistant", "content": reply}] + msgs[answer + 1:]
+    ollama = [_ollama_turn(m["content"]) if m["role"] == "assistant" and "<think>" in m["content"] else m
+              for m in msgs]
+    text = render(FAMILIES.get("deepseek-r1"), Q4, None, think_prefix=variant.endswith("think"))
+    got = go_render(_template_of(text), ollama, think=True, tools=[TOOL_SCHEMA])
+    assert got == _jinja(tok, msgs, tools=[TOOL_SCHEMA])
+    assert REASONING not in got and "Tools:\ncalculate(expression): " in got

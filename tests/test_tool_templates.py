@@ -30,10 +30,49 @@ def tools_tokenizer(tokenizer):
     return tok
 
 
-def test_the_default_family_ships_a_tools_template():
+def test_every_family_ships_a_tools_template():
+    assert sorted(TOOL_FILES) == sorted(FAMILIES.names())
     for name in TOOL_FILES:
-        assert "tool_calls" in template_source(name) and name in FAMILIES.names()
-    assert "chatml" in TOOL_FILES
+        assert "tool_calls" in template_source(name)
+
+
+def test_r1_tools_template_keeps_the_line_llama_cpp_recognises():
+    """common/chat-diff-analyzer.cpp's DeepSeek-R1-Distill-Qwen workaround is keyed on
+    this exact text of the template; it sets R1's tool-call tokens as the markers."""
+    assert ("{{'<\uff5cAssistant\uff5c><\uff5ctool\u2581calls\u2581begin\uff5c><\uff5ctool\u2581call\u2581begin"
+            "\uff5c>' + tool['type'] + '<\uff5ctool\u2581sep\uff5c>'") in template_source("deepseek-r1")
+
+
+@pytest.mark.parametrize("variant", ["r1_tokenizer", "r1_tokenizer_think"])
+def test_r1_tools_template_renders_plain_conversations_as_r1_did(variant, request):
+    own = request.getfixturevalue(variant)
+    tok = copy.deepcopy(own)
+    assert use_tools_template(tok).name == "deepseek-r1"
+    reply = {"role": "assistant", "content": "<think>\nr\n</think>\n\nA"}
+    for conv in ([USER], [SYSTEM, USER], [USER, reply, USER]):
+        for gen in (True, False):
+            assert tok.apply_chat_template(conv, tokenize=False, add_generation_prompt=gen) == \
+                own.apply_chat_template(conv, tokenize=False, add_generation_prompt=gen)
+
+
+def test_r1_tool_row_trains_calls_and_answer_in_r1_tokens(r1_tokenizer):
+    """The R1 tool row: the call turn as the template renders it, the tool outputs
+    masked, and the answer after them written as R1 writes a reply."""
+    tok = copy.deepcopy(r1_tokenizer)
+    fam = use_tools_template(tok)
+    spans = segments(tok, fam, TOOL_CONV, [TOOL_SCHEMA])
+    assert [t for _, t in spans] == [False, True, False, True, False, True]
+    trained = [s for s, t in spans if t]
+    assert trained[0].startswith("Formula:") and "<\uff5ctool\u2581calls\u2581begin\uff5c>" in trained[0]
+    assert trained[0].endswith("<\uff5ctool\u2581calls\u2581end\uff5c><\uff5cend\u2581of\u2581sentence\uff5c>")
+    assert trained[2] == "<think>\nx = 1\n</think>\n\nFinal answer: 1" + tok.eos_token
+    masked = [s for s, t in spans if not t]
+    assert masked[1] == ("<\uff5ctool\u2581outputs\u2581begin\uff5c><\uff5ctool\u2581output\u2581begin\uff5c>1"
+                         "<\uff5ctool\u2581output\u2581end\uff5c><\uff5ctool\u2581outputs\u2581end\uff5c>")
+    # the calls and results, up to the answer, are the template's own rendering
+    rendered = tok.apply_chat_template(TOOL_CONV[:-1], tools=[TOOL_SCHEMA], tokenize=False,
+                                       add_generation_prompt=True)
+    assert "".join(s for s, _ in spans[:-1]) == rendered
 
 
 @pytest.mark.parametrize("conv", [[USER], [SYSTEM, USER],

@@ -6,7 +6,6 @@ plain split point: prompt tokens get label -100, completion tokens keep theirs.
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -16,7 +15,8 @@ from typing import Callable
 from fintune.errors import UsageError
 from fintune.gguf import read_header
 from fintune.registry import Registry, UnknownNameError
-from fintune.templates.tools import parse_tool_calls, renders_tools, segments, tools_template  # noqa: F401
+from fintune.templates.tools import (default_system_prompt, parse_tool_calls, renders_tools,  # noqa: F401
+                                     segments, tools_template)
 
 
 @dataclass
@@ -113,6 +113,12 @@ def r1_reply(content: str) -> str:
 
 
 def _render_deepseek_r1(tokenizer, prompt, completion, tools=None):
+    if completion.get("tool_calls"):  # a call turn: as the template writes it (deepseek_r1_tools.jinja)
+        return _render_by_difference(tokenizer, prompt, completion, tools)
+    return _render_r1_reply(tokenizer, prompt, completion, tools)
+
+
+def _render_r1_reply(tokenizer, prompt, completion, tools=None):
     """R1's template drops everything before `</think>` in assistant turns, so the
     reply cannot come from rendering it: the prompt is the template's own, and the
     completion is what the model writes after it (r1_reply, then EOS). The wheel's
@@ -164,6 +170,15 @@ CHATML_TEMPLATE = (
 # Full-width bars (U+FF5C) and the U+2581 "▁" are part of the real token strings.
 R1_USER, R1_ASSISTANT = "<\uff5cUser\uff5c>", "<\uff5cAssistant\uff5c>"
 R1_BOS, R1_EOS = "<\uff5cbegin\u2581of\u2581sentence\uff5c>", "<\uff5cend\u2581of\u2581sentence\uff5c>"
+R1_CALLS_BEGIN, R1_CALLS_END = "<\uff5ctool\u2581calls\u2581begin\uff5c>", "<\uff5ctool\u2581calls\u2581end\uff5c>"
+R1_CALL_BEGIN, R1_CALL_END = "<\uff5ctool\u2581call\u2581begin\uff5c>", "<\uff5ctool\u2581call\u2581end\uff5c>"
+R1_SEP = "<\uff5ctool\u2581sep\uff5c>"
+R1_OUTPUTS_BEGIN, R1_OUTPUTS_END = "<\uff5ctool\u2581outputs\u2581begin\uff5c>", "<\uff5ctool\u2581outputs\u2581end\uff5c>"
+R1_OUTPUT_BEGIN, R1_OUTPUT_END = "<\uff5ctool\u2581output\u2581begin\uff5c>", "<\uff5ctool\u2581output\u2581end\uff5c>"
+# a tool as the tools templates list it: name(required parameters): description
+_TOOL_LINES = ("{{ range $.Tools }}\n{{ .Function.Name }}({{ range $j, $p := .Function.Parameters.Required }}"
+               "{{ if $j }}, {{ end }}{{ $p }}{{ end }}){{ if .Function.Description }}: {{ .Function.Description }}"
+               "{{ end }}{{ end }}")
 
 
 def _r1_ollama_template(think: bool) -> str:
@@ -185,25 +200,53 @@ def _r1_ollama_template(think: bool) -> str:
     gets that block rendered, and nothing in a Go template can drop it."""
     return (
         "{{- if .System }}{{ .System }}{{ end }}"
+        "{{- if .Tools }}{{ if .System }}\n\n{{ end }}Tools:" + _TOOL_LINES + "\n\n{{ end }}"
+        "{{- $prev := \"\" }}"
         "{{- range $i, $_ := .Messages }}"
         "{{- $last := eq (len (slice $.Messages $i)) 1 }}"
+        "{{- if and (eq $prev \"tool\") (ne .Role \"tool\") }}" + R1_OUTPUTS_END + "{{ end }}"
         "{{- if eq .Role \"user\" }}" + R1_USER + "{{ .Content }}"
+        "{{- else if eq .Role \"tool\" }}{{ if eq $prev \"tool\" }}\n{{ else }}" + R1_OUTPUTS_BEGIN + "{{ end }}"
+        + R1_OUTPUT_BEGIN + "{{ .Content }}" + R1_OUTPUT_END +
+        "{{- else if and (eq .Role \"assistant\") .ToolCalls }}" + R1_ASSISTANT + "{{ .Content }}" + R1_CALLS_BEGIN +
+        "{{ range $j, $c := .ToolCalls }}{{ if $j }}\n{{ end }}" + R1_CALL_BEGIN + "function" + R1_SEP +
+        "{{ .Function.Name }}\n```json\n{{ .Function.Arguments }}\n```" + R1_CALL_END + "{{ end }}"
+        + R1_CALLS_END + R1_EOS +
+        # the reply after tool outputs has no <｜Assistant｜> of its own
+        "{{- else if and (eq .Role \"assistant\") (eq $prev \"tool\") }}{{ if .Thinking }}\n\n{{ end }}{{ .Content }}"
+        + R1_EOS +
         "{{- else if eq .Role \"assistant\" }}" + R1_ASSISTANT +
         "{{- if not $last }}{{ if .Thinking }}\n\n{{ end }}{{ .Content }}" + R1_EOS +
         # a last assistant turn is a prefill the model continues: no EOS after it
         "{{- else }}{{ if .Thinking }}" + THINK_OPEN + "\n{{ .Thinking }}\n" + THINK_CLOSE + "\n\n{{ end }}"
         "{{ .Content }}{{ end }}"
         "{{- end }}"
-        "{{- if and $last (ne .Role \"assistant\") }}" + R1_ASSISTANT + ("<think>\n" if think else "")
+        # with tools offered the generation prompt leaves the reasoning block closed (deepseek_r1_tools.jinja)
+        "{{- if and $last (ne .Role \"assistant\") (ne .Role \"tool\") }}" + R1_ASSISTANT
+        + ("{{ if not $.Tools }}<think>\n{{ end }}" if think else "")
         # "{{-" would trim the newline after <think>
         + "{{ end }}"
+        "{{- $prev = .Role }}"
         "{{- end }}"
+        "{{- if eq $prev \"tool\" }}" + R1_OUTPUTS_END + "{{ end }}"
     )
 
 
-# As Ollama's template/llama3-instruct.gotmpl: system messages are in .Messages.
+# As Ollama's template/llama3-instruct.gotmpl (system messages are in .Messages), with
+# llama3_tools.jinja's tool list, calls and ipython turns.
 LLAMA3_TEMPLATE = (
-    "{{- range .Messages }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n{{ .Content }}<|eot_id|>{{ end }}"
+    "{{- range $i, $m := .Messages }}"
+    "{{- if and (eq $i 0) (ne .Role \"system\") $.Tools }}<|start_header_id|>system<|end_header_id|>\n\nTools:"
+    + _TOOL_LINES + "<|eot_id|>{{ end }}"
+    "{{- if and (eq $i 0) (eq .Role \"system\") $.Tools }}<|start_header_id|>system<|end_header_id|>\n\n"
+    "{{ .Content }}\n\nTools:" + _TOOL_LINES + "<|eot_id|>"
+    "{{- else if eq .Role \"tool\" }}<|start_header_id|>ipython<|end_header_id|>\n\n{{ .Content }}<|eot_id|>"
+    "{{- else if and (eq .Role \"assistant\") .ToolCalls }}<|start_header_id|>assistant<|end_header_id|>\n\n"
+    "{{ if .Content }}{{ .Content }}\n{{ end }}"
+    "{{ range $j, $c := .ToolCalls }}{{ if $j }}\n{{ end }}{\"name\": \"{{ .Function.Name }}\", \"parameters\": "
+    "{{ .Function.Arguments }}}{{ end }}<|eot_id|>"
+    "{{- else }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n{{ .Content }}<|eot_id|>{{ end }}"
+    "{{- end }}"
     "<|start_header_id|>assistant<|end_header_id|>\n\n"
 )
 
@@ -244,16 +287,6 @@ def detect(chat_template: str | None) -> TemplateFamily:
                            f"known families: {', '.join(FAMILIES.names())}")
 
 
-def default_system_prompt(chat_template: str) -> str | None:
-    """The system prompt a template inserts when none is given (SmolLM2 does), in the
-    model's own template or in the tools-aware one made from it (use_tools_template)."""
-    m = re.search(r"\{\{ *'<\|im_start\|>system\n(.*?)<\|im_end\|>", chat_template, re.S)
-    if m:
-        return m.group(1)
-    m = re.match(r'\{%- set default_system = ("(?:[^"\\]|\\.)*") -%\}', chat_template)
-    return (json.loads(m.group(1)) or None) if m else None
-
-
 def use_tools_template(tokenizer) -> TemplateFamily:
     """The tokenizer's family, with its chat template made the family's tools-aware
     one (fintune/templates/*.jinja) when its own does not list tools: the template
@@ -261,7 +294,7 @@ def use_tools_template(tokenizer) -> TemplateFamily:
     GGUF carry. A template that already renders tools is kept."""
     family = detect(tokenizer.chat_template)
     if not renders_tools(tokenizer.chat_template):
-        src = tools_template(family.name, default_system_prompt(tokenizer.chat_template))
+        src = tools_template(family.name, tokenizer.chat_template)
         if src is not None:
             tokenizer.chat_template = src
     return family

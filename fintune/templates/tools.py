@@ -25,7 +25,8 @@ from typing import Callable
 from fintune.errors import UsageError
 from fintune.registry import Registry
 
-TOOL_FILES = {"chatml": "chatml_tools.jinja"}
+TOOL_FILES = {"chatml": "chatml_tools.jinja", "deepseek-r1": "deepseek_r1_tools.jinja",
+              "llama3": "llama3_tools.jinja"}
 
 
 def template_source(family_name: str) -> str | None:
@@ -36,13 +37,28 @@ def template_source(family_name: str) -> str | None:
     return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
 
 
-def tools_template(family_name: str, default_system: str | None) -> str | None:
-    """The full template for a model of this family: the shipped file with the system
-    prompt its own template inserts when none is given (SmolLM2 has one)."""
+def tools_template(family_name: str, own_template: str) -> str | None:
+    """The full template for a model of this family made from its own template: the
+    shipped file with what it keeps of the model's own, the system prompt it inserts
+    when none is given (SmolLM2 has one) and whether its generation prompt opens the
+    reasoning block (the current DeepSeek-R1 one does)."""
     src = template_source(family_name)
     if src is None:
         return None
-    return "{%- set default_system = " + json.dumps(default_system or "") + " -%}\n" + src
+    if family_name == "deepseek-r1":
+        opens = "<\uff5cAssistant\uff5c><think>" in own_template
+        return "{%- set opens_think = " + ("true" if opens else "false") + " -%}\n" + src
+    return "{%- set default_system = " + json.dumps(default_system_prompt(own_template) or "") + " -%}\n" + src
+
+
+def default_system_prompt(chat_template: str) -> str | None:
+    """The system prompt a template inserts when none is given (SmolLM2 does), in the
+    model's own template or in the tools-aware one made from it."""
+    m = re.search(r"\{\{ *'<\|im_start\|>system\n(.*?)<\|im_end\|>", chat_template, re.S)
+    if m:
+        return m.group(1)
+    m = re.match(r'\{%- set default_system = ("(?:[^"\\]|\\.)*") -%\}', chat_template)
+    return (json.loads(m.group(1)) or None) if m else None
 
 
 def renders_tools(chat_template: str | None) -> bool:
