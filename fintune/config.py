@@ -78,6 +78,11 @@ class DataConfig:
     paraphrase: float = setting(0.0, "Fraction of generated training questions whose phrasing is rewritten "
                                 "(value order, ask first or last, wording of the ask and units), in [0, 1]; "
                                 "0 = templates as written.")
+    tool_fraction: float = setting(0.5, "Fraction of generated training questions that offer the calculator "
+                                   "tool, in [0, 1]: those are trained on the worked solution that calls it "
+                                   "(formula, substituted numbers, calculate calls, results, answer), the "
+                                   "others on the solution by hand, so the model calls the tool only when it "
+                                   "is offered; 0 = never offered.")
     max_reject_fraction: float = setting(0.05, "The data stage fails when more than this fraction of the rows "
                                          "of your own files is rejected (listed in rejects.jsonl), in [0, 1]; "
                                          "1 = never fail.")
@@ -124,6 +129,7 @@ class DataConfig:
         _check(self.num_generated >= 0, "data.num_generated must be >= 0")
         _check(0.0 < self.heldout_fraction < 0.5, "data.heldout_fraction must be in (0, 0.5)")
         _check(0.0 <= self.paraphrase <= 1.0, "data.paraphrase must be in [0, 1]")
+        _check(0.0 <= self.tool_fraction <= 1.0, "data.tool_fraction must be in [0, 1]")
         _check(0.0 <= self.max_reject_fraction <= 1.0, "data.max_reject_fraction must be in [0, 1]")
         _check(self.max_line_bytes > 0, "data.max_line_bytes must be > 0")
         for item in self.dataset_formats:

@@ -24,6 +24,8 @@ from fintune.errors import FintuneError, MissingError, UsageError
 from fintune.gguf import read_header
 from fintune.llama_cpp import LlamaCpp
 from fintune.manifest import atomic_path, write_json_atomic
+from fintune.templates import detect
+from fintune.templates.tools import TOOL_FILES, renders_tools, template_source, tools_template
 
 log = logging.getLogger(__name__)
 
@@ -251,18 +253,54 @@ def base_gguf_path(base_path: str) -> Path:
 
     where = Path(base_path)
     key_text = str(where.resolve()) if where.is_dir() or where.is_absolute() else str(base_path)
-    key = hashlib.sha256(key_text.encode()).hexdigest()[:10]
+    # the tools template is part of the file: a cached GGUF made before it is not reused
+    shipped = "".join(template_source(name) or "" for name in sorted(TOOL_FILES))
+    key = hashlib.sha256((key_text + "\0" + shipped).encode()).hexdigest()[:10]
     return cache_dir() / f"base-{Path(base_path).name}-{key}-f16.gguf"
 
 
 def base_gguf(cfg, base_path: str) -> Path:
-    """F16 GGUF of the base checkpoint, converted once into the cache."""
+    """F16 GGUF of the base checkpoint, converted once into the cache, carrying the
+    tools-aware chat template the fine-tuned model is trained with, so the base is
+    evaluated and served with and without the tool the same way."""
     out = base_gguf_path(base_path)
     if not out.is_file():
-        with atomic_path(out) as tmp:
+        with atomic_path(out) as tmp, with_tools_template(local_dir(base_path)) as folder:
             # llama.cpp's converter reads a folder: a hub id is its snapshot in the HF cache
-            LlamaCpp(Path(cfg.export.llama_cpp_path)).convert(local_dir(base_path), tmp, "f16")
+            LlamaCpp(Path(cfg.export.llama_cpp_path)).convert(folder, tmp, "f16")
     return out
+
+
+@contextlib.contextmanager
+def with_tools_template(model_dir: Path):
+    """`model_dir` as llama.cpp's converter should read it: the folder itself when its
+    chat template already lists tools (or its family has no tools template), else a
+    temporary folder of links to its files whose tokenizer_config.json (and
+    chat_template.jinja) hold the family's tools-aware template (templates.use_tools_template).
+    The converter takes tokenizer.chat_template from those two files (gguf-py
+    vocab.py SpecialVocab._try_load_from_config_json)."""
+    import tempfile
+
+    config_path, jinja_path = model_dir / "tokenizer_config.json", model_dir / "chat_template.jinja"
+    config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+    own = jinja_path.read_text(encoding="utf-8") if jinja_path.is_file() else config.get("chat_template")
+    if not isinstance(own, str) or renders_tools(own):
+        yield model_dir
+        return
+    src = tools_template(detect(own).name, own)
+    if src is None:
+        yield model_dir
+        return
+    with tempfile.TemporaryDirectory(prefix="fintune-tools-template-") as tmp:
+        for f in model_dir.iterdir():
+            if f.name not in ("tokenizer_config.json", "chat_template.jinja"):
+                (Path(tmp) / f.name).symlink_to(f.resolve())
+        if config_path.is_file():
+            Path(tmp, "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": src}),
+                                                          encoding="utf-8")
+        if jinja_path.is_file():
+            Path(tmp, "chat_template.jinja").write_text(src, encoding="utf-8")
+        yield Path(tmp)
 
 
 def convert_base_beside(cfg):

@@ -30,7 +30,8 @@ def test_r1_generation_prompt_opening_think_is_kept():
     text = render(FAMILIES.get("deepseek-r1"), Q4, None, [], think_prefix=True)
     assert text == (GOLDEN / "Modelfile.deepseek-r1-think").read_text(encoding="utf-8")
     # the newline after <think> must survive Go template trimming
-    assert "<\uff5cAssistant\uff5c><think>\n{{ end }}" in text
+    # (without tools offered: with tools the reasoning block stays closed, as in deepseek_r1_tools.jinja)
+    assert "<\uff5cAssistant\uff5c>{{ if not $.Tools }}<think>\n{{ end }}" in text
 
 
 def test_r1_uses_the_exact_fullwidth_token_strings():
@@ -91,8 +92,9 @@ def go_render(tmp_path_factory):
                    check=True, env={**os.environ, "GO111MODULE": "off",
                                     "GOCACHE": os.environ.get("GOCACHE") or str(Path.home() / ".cache" / "go-build")})
 
-    def run(template: str, messages: list[dict], think: bool = False) -> str:
-        req = json.dumps({"template": template, "messages": messages, "think": think, "is_think_set": think})
+    def run(template: str, messages: list[dict], think: bool = False, tools: list | None = None) -> str:
+        req = json.dumps({"template": template, "messages": messages, "think": think, "is_think_set": think,
+                          "tools": tools or []})
         return subprocess.run([str(exe)], input=req.encode(), capture_output=True, check=True).stdout.decode()
 
     return run
@@ -102,14 +104,16 @@ def _template_of(modelfile: str) -> str:
     return modelfile.split('TEMPLATE """', 1)[1].split('"""\n', 1)[0]
 
 
-def _jinja(tok, messages, chat_template=None) -> str:
+def _jinja(tok, messages, chat_template=None, tools=None) -> str:
     """The model's own rendering with the generation prompt, less the BOS text that
     llama.cpp adds itself (add_bos_token; test_r1_chat.py checks the token ids)."""
     text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
-                                   **({"chat_template": chat_template} if chat_template else {}))
+                                   **({"chat_template": chat_template} if chat_template else {}),
+                                   **({"tools": tools} if tools else {}))
     # SmolLM2's own template writes no BOS (its bos_token <|im_start|> opens each turn);
     # the Llama 3 one is rendered here with SmolLM2's bos_token in its place
-    bos = tok.bos_token if chat_template == LLAMA3_JINJA or tok.bos_token != "<|im_start|>" else ""
+    llama3 = chat_template is not None and "<|start_header_id|>" in chat_template
+    bos = tok.bos_token if llama3 or tok.bos_token != "<|im_start|>" else ""
     return text[len(bos):] if bos and text.startswith(bos) else text
 
 
@@ -178,3 +182,113 @@ def test_r1_template_lets_ollama_find_the_thinking_tags():
     tmpl = FAMILIES.get("deepseek-r1").ollama_template
     prefill = tmpl[tmpl.rindex("{{ if .Thinking }}"):]
     assert prefill.startswith("{{ if .Thinking }}<think>\n{{ .Thinking }}\n</think>\n\n{{ end }}")
+
+
+# ---- conversations with tools: offered, called, answered ---------------------------------
+
+def _call(expression: str) -> dict:
+    return {"type": "function", "function": {"name": "calculate", "arguments": {"expression": expression}}}
+
+
+TOOL_TURNS = [{"role": "assistant", "content": "Formula: x = p × V\nSubstitute: p = 0.02, V = 50",
+               "tool_calls": [_call("0.02*50")]},
+              {"role": "tool", "content": "1"}]
+TOOL_CONVERSATIONS = {
+    "offered": [SYSTEM, USER],
+    "offered, no system": [USER],
+    "called": [SYSTEM, USER] + TOOL_TURNS,
+    "two results in one turn": [SYSTEM, USER, {"role": "assistant", "content": "",
+                                               "tool_calls": [_call("1+1"), _call("2*3")]},
+                                {"role": "tool", "content": "2"}, {"role": "tool", "content": "6"}],
+    "answered, next question": [SYSTEM, USER] + TOOL_TURNS + [
+        {"role": "assistant", "content": "x = 1\nFinal answer: 1"}, USER2,
+        {"role": "assistant", "content": "", "tool_calls": [_call("0.03*50")]}, {"role": "tool", "content": "1.5"}],
+}
+
+
+@pytest.fixture(scope="module")
+def chatml_tools_tokenizer(tokenizer):
+    import copy
+
+    from fintune.templates import use_tools_template
+
+    tok = copy.deepcopy(tokenizer)
+    use_tools_template(tok)
+    return tok
+
+
+@pytest.mark.parametrize("conv", TOOL_CONVERSATIONS)
+def test_chatml_template_renders_tools_and_tool_turns_as_the_model_does(conv, chatml_tools_tokenizer, go_render):
+    """What Ollama sends the model when a client offers the calculator (Tools), gets a
+    call back (ToolCalls) and returns its result (role tool) is the prompt the model
+    was trained on (fintune/templates/chatml_tools.jinja)."""
+    from fintune.calculator import TOOL_SCHEMA
+    from fintune.templates import default_system_prompt
+
+    tok = chatml_tools_tokenizer
+    msgs = TOOL_CONVERSATIONS[conv]
+    modelfile = render(FAMILIES.get("chatml"), Q4, default_system_prompt(tok.chat_template))
+    assert "\nSYSTEM " in modelfile  # the default system prompt travels with the tools template
+    got = go_render(_template_of(modelfile), _with_modelfile_system(msgs, modelfile), tools=[TOOL_SCHEMA])
+    assert got == _jinja(tok, msgs, tools=[TOOL_SCHEMA])
+    assert "<tools>\ncalculate(expression)\n</tools>" in got
+
+
+@pytest.mark.parametrize("conv", CONVERSATIONS)
+def test_chatml_tools_template_without_tools_renders_as_before(conv, chatml_tools_tokenizer, tokenizer, go_render):
+    msgs = CONVERSATIONS[conv]
+    from fintune.templates import default_system_prompt
+
+    modelfile = render(FAMILIES.get("chatml"), Q4, default_system_prompt(chatml_tools_tokenizer.chat_template))
+    got = go_render(_template_of(modelfile), _with_modelfile_system(msgs, modelfile))
+    assert got == _jinja(chatml_tools_tokenizer, msgs) == _jinja(tokenizer, msgs)
+
+
+def test_chatml_template_offers_tools_to_ollama():
+    """Ollama lists "tools" among a model's capabilities when its template reads .Tools
+    (server/images.go Capabilities)."""
+    tmpl = FAMILIES.get("chatml").ollama_template
+    assert ".Tools" in tmpl and ".ToolCalls" in tmpl and '"tool"' in tmpl
+
+
+@pytest.mark.parametrize("conv", TOOL_CONVERSATIONS)
+def test_llama3_template_renders_tools_and_tool_turns_as_llama3_tools_does(conv, tokenizer, go_render):
+    from fintune.calculator import TOOL_SCHEMA
+    from fintune.templates.tools import tools_template
+
+    msgs = TOOL_CONVERSATIONS[conv]
+    got = go_render(_template_of(render(FAMILIES.get("llama3"), Q4, None)), msgs, tools=[TOOL_SCHEMA])
+    assert got == _jinja(tokenizer, msgs, tools_template("llama3", LLAMA3_JINJA), tools=[TOOL_SCHEMA])
+    assert ('{"name": "calculate", "parameters": {"expression":"' in got) == (not conv.startswith("offered"))
+    # without tools the same Go template renders as Llama 3's own
+    plain = [SYSTEM, USER]
+    assert go_render(_template_of(render(FAMILIES.get("llama3"), Q4, None)), plain) == \
+        _jinja(tokenizer, plain, LLAMA3_JINJA)
+
+
+R1_TOOL_CONVERSATIONS = {k: [m for m in v if m is not SYSTEM] for k, v in TOOL_CONVERSATIONS.items()}
+
+
+@pytest.mark.parametrize("variant", ["r1_tokenizer", "r1_tokenizer_think"])
+@pytest.mark.parametrize("conv", R1_TOOL_CONVERSATIONS)
+def test_r1_template_renders_tools_and_tool_turns_as_the_model_does(conv, variant, request, go_render):
+    """R1's own tool tokens: calls in <｜tool▁calls▁begin｜>, results in
+    <｜tool▁outputs▁begin｜>, the reply after them without <｜Assistant｜>."""
+    import copy
+
+    from fintune.calculator import TOOL_SCHEMA
+    from fintune.templates import use_tools_template
+
+    tok = copy.deepcopy(request.getfixturevalue(variant))
+    use_tools_template(tok)
+    msgs = R1_TOOL_CONVERSATIONS[conv]
+    if conv == "answered, next question":  # the answer as an Ollama client sends it back
+        answer = next(i for i, m in enumerate(msgs) if m["role"] == "assistant" and not m.get("tool_calls"))
+        reply = f"<think>\n{REASONING}\n</think>\n\n{ANSWER}"
+        msgs = msgs[:answer] + [{"role": "assistant", "content": reply}] + msgs[answer + 1:]
+    ollama = [_ollama_turn(m["content"]) if m["role"] == "assistant" and "<think>" in m["content"] else m
+              for m in msgs]
+    text = render(FAMILIES.get("deepseek-r1"), Q4, None, think_prefix=variant.endswith("think"))
+    got = go_render(_template_of(text), ollama, think=True, tools=[TOOL_SCHEMA])
+    assert got == _jinja(tok, msgs, tools=[TOOL_SCHEMA])
+    assert REASONING not in got and "Tools:\ncalculate(expression): " in got

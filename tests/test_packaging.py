@@ -70,6 +70,9 @@ def installed(tmp_path_factory) -> Path:
         names = set(z.namelist())
     assert {f"fintune/configs/{p.name}" for p in (ROOT / "fintune" / "configs").glob("*.yaml")} <= names
     assert "fintune/cli/__init__.py" in names
+    # the tools-aware chat templates the GGUF and the Modelfile are built from
+    assert {f"fintune/templates/{p.name}" for p in (ROOT / "fintune" / "templates").glob("*.jinja")} <= names
+    assert (ROOT / "fintune" / "templates" / "chatml_tools.jinja").is_file()
 
     env = tmp / "env"
     assert _run([sys.executable, "-m", "venv", "--without-pip", env], tmp).returncode == 0
@@ -92,6 +95,13 @@ def test_installed_fintune_is_the_wheel_not_the_checkout(installed, elsewhere):
     out = _run([installed / "python", "-c", "import fintune; print(fintune.__file__)"], elsewhere)
     assert out.returncode == 0, out.stderr
     assert Path(out.stdout.strip()).is_relative_to(installed.parent)
+
+
+def test_installed_package_reads_its_tools_template(installed, elsewhere):
+    code = "from fintune.templates.tools import template_source; print(template_source('chatml')[:200])"
+    out = _run([installed / "python", "-c", code], elsewhere)
+    assert out.returncode == 0, out.stderr
+    assert "tool" in out.stdout
 
 
 def test_installed_help_and_run_help(installed, elsewhere):

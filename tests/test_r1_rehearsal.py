@@ -156,8 +156,14 @@ def test_each_training_example_is_the_templates_prompt_then_the_reply_as_the_mod
     _, variant, _, _, cfg = rehearsal[:5]
     tok = _tokenizer(cfg)
     family = detect(tok.chat_template)
-    rows = [r for r in read_jsonl(Path(cfg.data.data_dir) / "train.jsonl") if "messages" in r]
+    all_rows = [r for r in read_jsonl(Path(cfg.data.data_dir) / "train.jsonl") if "messages" in r]
+    rows = [r for r in all_rows if "tools" not in r]
     assert rows
+    for row in [r for r in all_rows if "tools" in r]:  # calculator rows: calls in R1's own tokens
+        ex = tokenize_example(tok, family, row["messages"], row["tools"])
+        trained = tok.decode([i for i, l in zip(ex["input_ids"], ex["labels"]) if l != -100])
+        assert "<\uff5ctool\u2581calls\u2581begin\uff5c>" in trained and "<\uff5ctool\u2581output" not in trained
+        assert ex["input_ids"].count(tok.bos_token_id) == 1
     for row in rows:
         prompt_msgs = row["messages"][:-1]
         ex = tokenize_example(tok, family, row["messages"])

@@ -7,12 +7,13 @@ or raises RowError naming the field at fault; the caller records file and line.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Callable
 
 from fintune.registry import Registry
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
 
 
 class RowError(ValueError):
@@ -24,6 +25,7 @@ class RowError(ValueError):
 @dataclass
 class Converted:
     messages: list[dict] | None = None  # SFT conversation ending with the assistant
+    tools: list[dict] | None = None     # the tools the conversation offers (OpenAI function schemas)
     text: str | None = None             # plain-text sample: every token trained
     dpo: dict | None = None             # {"prompt": [...], "chosen": [...], "rejected": [...]}
 
@@ -52,10 +54,13 @@ def _text(row: dict, key: str, *, required: bool = True) -> str:
     return v
 
 
-def check_messages(messages, field: str = "messages") -> list[dict]:
+def check_messages(messages, field: str = "messages", tools: list[dict] | None = None) -> list[dict]:
+    """Chat messages, checked: known roles, text content, an assistant turn last and a
+    user turn somewhere; OpenAI tool turns (assistant `tool_calls`, `tool` results
+    answering them) where `tools` lists the functions called."""
     if not isinstance(messages, list) or not messages:
         raise RowError(field, "must be a non-empty list of messages")
-    out = []
+    out, pending = [], 0  # tool results still owed to the last call turn
     for i, m in enumerate(messages):
         where = f"{field}[{i}]"
         if not isinstance(m, dict):
@@ -63,12 +68,20 @@ def check_messages(messages, field: str = "messages") -> list[dict]:
         role = m.get("role")
         if role not in ROLES:
             raise RowError(f"{where}.role", f"unknown role {role!r}; valid: {', '.join(ROLES)}")
+        calls = _tool_calls(m.get("tool_calls"), where, tools) if role == "assistant" else None
         content = m.get("content")
+        if calls and content is None:
+            content = ""
         if not isinstance(content, str):
             raise RowError(f"{where}.content", f"must be a string, got {type(content).__name__}")
-        if not content.strip():
+        if not content.strip() and not calls:
             raise RowError(f"{where}.content", "empty")
-        out.append({"role": role, "content": content})
+        if role == "tool" and not pending:
+            raise RowError(f"{where}.role", "a tool result with no tool call before it to answer")
+        if role != "tool" and pending:
+            raise RowError(where, f"{pending} tool call(s) of the turn before have no tool result")
+        pending = len(calls) if calls else pending - (role == "tool")
+        out.append({"role": role, "content": content, **({"tool_calls": calls} if calls else {})})
     if out[-1]["role"] != "assistant":
         raise RowError(field, "conversation must end with an assistant message")
     if not any(m["role"] == "user" for m in out):
@@ -76,12 +89,79 @@ def check_messages(messages, field: str = "messages") -> list[dict]:
     return out
 
 
+def _tool_calls(calls, where: str, tools: list[dict] | None) -> list[dict] | None:
+    """An assistant turn's OpenAI tool calls, each {"type": "function", "function":
+    {"name", "arguments": object}}: arguments given as JSON text are parsed, so every
+    call renders the same way in the chat template."""
+    if calls is None or calls == []:
+        return None
+    if not isinstance(calls, list):
+        raise RowError(f"{where}.tool_calls", f"must be a list, got {type(calls).__name__}")
+    names = {t["function"]["name"] for t in tools or []}
+    out = []
+    for j, call in enumerate(calls):
+        at = f"{where}.tool_calls[{j}]"
+        fn = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(fn, dict):
+            raise RowError(f"{at}.function", "missing: a call is {\"type\": \"function\", \"function\": "
+                           "{\"name\": ..., \"arguments\": ...}}")
+        name = fn.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise RowError(f"{at}.function.name", "must be a non-empty string")
+        if not tools:
+            raise RowError("tools", f"{at} calls {name!r} but the row lists no tools")
+        if name not in names:
+            raise RowError(f"{at}.function.name", f"{name!r} is not among the row's tools ({', '.join(sorted(names))})")
+        out.append({"type": "function", "function": {"name": name,
+                                                     "arguments": _arguments(fn.get("arguments"), at)}})
+    return out
+
+
+def _arguments(args, at: str) -> dict:
+    if isinstance(args, str):
+        try:
+            args = json.loads(args) if args.strip() else {}
+        except ValueError as e:
+            raise RowError(f"{at}.function.arguments", f"not valid JSON ({e})") from None
+    if args is None:
+        args = {}
+    if not isinstance(args, dict):
+        raise RowError(f"{at}.function.arguments", f"must be a JSON object, got {type(args).__name__}")
+    return args
+
+
+def check_tools(tools, field: str = "tools") -> list[dict] | None:
+    """A row's tool list as OpenAI function schemas, {"type": "function", "function":
+    {"name", ...}}; a bare {"name", "description", "parameters"} (LLaMA-Factory's
+    ShareGPT) is wrapped. Given as JSON text, it is parsed first."""
+    if tools is None or tools == [] or tools == "":
+        return None
+    if isinstance(tools, str):
+        try:
+            tools = json.loads(tools)
+        except ValueError as e:
+            raise RowError(field, f"not valid JSON ({e})") from None
+    if not isinstance(tools, list):
+        raise RowError(field, f"must be a list of tools, got {type(tools).__name__}")
+    out = []
+    for k, tool in enumerate(tools):
+        fn = tool.get("function", tool) if isinstance(tool, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"].strip():
+            raise RowError(f"{field}[{k}].function.name", "missing: a tool is {\"type\": \"function\", "
+                           "\"function\": {\"name\": ..., \"parameters\": {...}}}")
+        if "parameters" in fn and not isinstance(fn["parameters"], dict):
+            raise RowError(f"{field}[{k}].function.parameters", "must be a JSON schema object")
+        out.append({"type": "function", "function": fn})
+    return out
+
+
 def _openai(row):
-    return Converted(messages=check_messages(row.get("messages"), "messages"))
+    tools = check_tools(row.get("tools"))
+    return Converted(messages=check_messages(row.get("messages"), "messages", tools), tools=tools)
 
 
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-                  "system": "system"}
+                  "system": "system", "function_call": "assistant", "observation": "tool"}
 
 
 def _sharegpt(row):
@@ -96,8 +176,26 @@ def _sharegpt(row):
         if src not in SHAREGPT_ROLES:
             raise RowError(f"conversations[{i}].from",
                            f"unknown role {src!r}; valid: {', '.join(SHAREGPT_ROLES)}")
-        msgs.append({"role": SHAREGPT_ROLES[src], "content": turn.get("value")})
-    return Converted(messages=check_messages(msgs, "conversations"))
+        if src == "function_call":
+            msgs.append({"role": "assistant", "content": "",
+                         "tool_calls": _sharegpt_calls(turn.get("value"), f"conversations[{i}].value")})
+        else:
+            msgs.append({"role": SHAREGPT_ROLES[src], "content": turn.get("value")})
+    tools = check_tools(row.get("tools"))
+    return Converted(messages=check_messages(msgs, "conversations", tools), tools=tools)
+
+
+def _sharegpt_calls(value, field: str) -> list[dict]:
+    """A `function_call` turn's value: JSON text of {"name", "arguments"} or a list of them."""
+    try:
+        calls = json.loads(value) if isinstance(value, str) else value
+    except ValueError as e:
+        raise RowError(field, f"not valid JSON ({e})") from None
+    calls = calls if isinstance(calls, list) else [calls]
+    if not calls or not all(isinstance(c, dict) for c in calls):
+        raise RowError(field, 'must be {"name": ..., "arguments": {...}} or a list of them')
+    return [{"type": "function", "function": {"name": c.get("name"), "arguments": c.get("arguments")}}
+            for c in calls]
 
 
 def _alpaca(row):

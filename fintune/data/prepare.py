@@ -9,12 +9,15 @@ from __future__ import annotations
 import glob
 import json
 import logging
+import random
 from collections import Counter
 from pathlib import Path
 
+from fintune.calculator import TOOL_NAME, TOOL_SCHEMA
 from fintune.config import PipelineConfig
 from fintune.data import market, quant
 from fintune.data.hub import load_source
+from fintune.data.quant_tools import tool_solution
 from fintune.data.formats import FORMATS, RowError, describe_formats, detect
 from fintune.data.sources import EXTENSIONS, NO_ROWS, read_rows, user_files
 from fintune.data.tokens import check_rows
@@ -49,14 +52,37 @@ def quant_draws(d) -> tuple[list, list, list]:
 
 
 def problem_to_chat(p: quant.Problem, idx: int, source: str = "generator:quant",
-                    instruction: str = "final_answer") -> dict:
+                    instruction: str = "final_answer", tools: bool = False) -> dict:
     """A generated problem as a chat row, asked with `instruction` (data.instruction)
     and answered the way it asks (fintune/prompts.py restate_answer). `answer_numeric`, the
-    generator's exact answer, is GRPO's gold (fintune/train/grpo.py); SFT reads `messages` only."""
-    return {"id": f"{source.split(':')[1]}-{p.family}-{idx}", "source": f"{source}/{p.family}",
-            "answer_numeric": float(p.answer),
-            "messages": [{"role": "user", "content": user_prompt(p.question, instruction=instruction)},
-                         {"role": "assistant", "content": restate_answer(p.solution(), instruction)}]}
+    generator's exact answer, is GRPO's gold (fintune/train/grpo.py); SFT reads `messages`
+    (and `tools`). With `tools` the row offers the calculator and is answered with it
+    (tool_messages); without, by hand."""
+    row = {"id": f"{source.split(':')[1]}-{p.family}-{idx}", "source": f"{source}/{p.family}",
+           "answer_numeric": float(p.answer)}
+    ask = {"role": "user", "content": user_prompt(p.question, instruction=instruction)}
+    if tools:
+        return {**row, "tools": [TOOL_SCHEMA], "messages": [ask] + tool_messages(tool_solution(p), instruction)}
+    return {**row, "messages": [ask, {"role": "assistant", "content": restate_answer(p.solution(), instruction)}]}
+
+
+def tool_messages(sol, instruction: str) -> list[dict]:
+    """A tool solution as OpenAI-style turns: the Formula and Substitute lines with the
+    first call, each result as a `tool` turn, one call per turn after it (a later
+    expression may use an earlier result), then the result line and the answer."""
+    out = []
+    for i, (expression, result) in enumerate(sol.calls):
+        call = {"type": "function", "function": {"name": TOOL_NAME, "arguments": {"expression": expression}}}
+        out += [{"role": "assistant", "content": sol.opening if i == 0 else "", "tool_calls": [call]},
+                {"role": "tool", "content": result}]
+    return out + [{"role": "assistant", "content": restate_answer(sol.closing, instruction)}]
+
+
+def offers_tools(d, n: int) -> list[bool]:
+    """Which of `n` generated training rows offer the tool: data.tool_fraction of them,
+    drawn with their own random stream so the questions are those of tool_fraction=0."""
+    rng = random.Random(f"tools-{d.data_seed}")
+    return [rng.random() < d.tool_fraction for _ in range(n)]
 
 
 def problem_to_eval(p: quant.Problem, idx: int, split: str) -> dict:
@@ -126,7 +152,7 @@ def read_file(path: Path, fmt, cfg_data, sft: list, dpo: list, rejects: list, co
         if conv.text is not None:
             sft.append({**base, "text": conv.text})
         elif conv.messages and (not conv.dpo or cfg_data.dpo_to_sft):
-            sft.append({**base, "messages": conv.messages})
+            sft.append({**base, "messages": conv.messages, **({"tools": conv.tools} if conv.tools else {})})
         counts[f"kept:{path.name}"] += 1
         counts[f"format:{fmt.name}"] += 1
 
@@ -207,8 +233,11 @@ def gather(d, rejects: list[dict], counts: Counter) -> tuple[list, list, list, l
     train_problems, unseen, fresh = quant_draws(d)
     heldout = [pair for i in range(len(unseen)) for pair in
                [("unseen_template", unseen[i])] + ([("random", fresh[i])] if i < len(fresh) else [])]
-    rows = [problem_to_chat(p, i, instruction=d.instruction) for i, p in enumerate(train_problems)]
+    offered = offers_tools(d, len(train_problems))
+    rows = [problem_to_chat(p, i, instruction=d.instruction, tools=t)
+            for i, (p, t) in enumerate(zip(train_problems, offered))]
     counts["kept:generator:quant"] = len(rows)
+    counts["generated_with_tool"] = sum(offered)
     market_train, market_held = market_problems(d)
     rows += [problem_to_chat(p, len(rows) + i, source="generator:market", instruction=d.instruction)
              for i, p in enumerate(market_train)]

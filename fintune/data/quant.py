@@ -375,6 +375,10 @@ def curriculum_digest(per_family: int = 10) -> str:
     asks = [[user_prompt("?", instruction=i), restate_answer("Final answer: 1", i)] for i in INSTRUCTIONS.names()]
     h = hashlib.sha256(json.dumps([[n, FAMILIES.get(n).templates] for n in names] + asks).encode())
     draws = generate_set(per_family * len(names), seed=0) + generate_unseen(len(names), seed=0)
+    from fintune.data.quant_tools import tool_solution
+
     for p in draws + generate_set(per_family * len(names), seed=0, paraphrase=1.0):
         h.update(json.dumps([p.family, p.question, p.solution(), p.unit]).encode())
+    for p in draws:  # the solutions with the calculator too
+        h.update(repr(tool_solution(p)).encode())
     return h.hexdigest()[:16]

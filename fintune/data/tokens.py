@@ -7,7 +7,7 @@ import logging
 
 from fintune import models
 from fintune.errors import MissingError
-from fintune.templates import detect, tokenize_example
+from fintune.templates import segments, tokenize_example, use_tools_template
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +39,9 @@ def problem(tokenizer, family, row: dict, max_len: int) -> tuple[str | None, int
         ids = tokenizer(row["text"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         labels, text = ids, row["text"] + tokenizer.eos_token
     else:
-        prompt, completion = family.split(tokenizer, row["messages"][:-1], row["messages"][-1])
-        ex = tokenize_example(tokenizer, family, row["messages"])
-        ids, labels, text = ex["input_ids"], ex["labels"], prompt + completion
+        text = "".join(t for t, _ in segments(tokenizer, family, row["messages"], row.get("tools")))
+        ex = tokenize_example(tokenizer, family, row["messages"], row.get("tools"))
+        ids, labels = ex["input_ids"], ex["labels"]
     bos = tokenizer.bos_token_id
     if bos is not None and ids[:2] == [bos, bos]:
         return "double BOS at the start", len(ids)
@@ -60,7 +60,7 @@ def check_rows(rows: list[dict], base_model: str, max_len: int, rejects: list, c
     tokenizer = load_tokenizer(base_model)
     if tokenizer is None:
         return rows, {"checked": False}
-    family = detect(tokenizer.chat_template)
+    family = use_tools_template(tokenizer)  # the template training renders with
     kept, lengths = [], []
     for r in rows:
         try:

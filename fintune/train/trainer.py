@@ -23,7 +23,7 @@ from fintune.jsonl import read_jsonl, write_jsonl
 from fintune.manifest import atomic_path, write_json_atomic
 from fintune.plan import training
 from fintune.plan.lines import require_train_fit_on_cpu
-from fintune.templates import detect, tokenize_example
+from fintune.templates import tokenize_example, use_tools_template
 from fintune.train import backends, signals
 from fintune.train.identity import identity_callback, resolve_checkpoint, run_identity
 from fintune.train.loraplus import with_loraplus
@@ -40,7 +40,7 @@ def build_dataset(rows: list[dict], tokenizer, family, max_len: int) -> tuple[li
             ids = tokenizer(row["text"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
             ex = {"input_ids": ids, "labels": list(ids)}
         else:
-            ex = tokenize_example(tokenizer, family, row["messages"])
+            ex = tokenize_example(tokenizer, family, row["messages"], row.get("tools"))
         if len(ex["input_ids"]) > max_len:
             too_long += 1
             continue
@@ -91,7 +91,8 @@ def run(cfg: PipelineConfig) -> Path:
     # before loading: another run's checkpoint is refused at once, not after minutes of loading
     resume = resolve_checkpoint(cfg.train.resume_from_checkpoint, cfg.train.checkpoint_dir, identity)
     loaded = load(cfg)
-    family = detect(loaded.tokenizer.chat_template)
+    # the tools-aware template: trained with, saved with the adapter, carried to the GGUF
+    family = use_tools_template(loaded.tokenizer)
     train_ex, val_ex, stats = examples(cfg, loaded.tokenizer, family)
     trainer = make_trainer(cfg, loaded.model, loaded.tokenizer, train_ex, val_ex, loaded.precision,
                            loaded.on_cuda, loaded.compiled)

