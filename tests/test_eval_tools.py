@@ -40,7 +40,7 @@ def standin():
 
 def loop_against(server: StandIn, max_new_tokens: int = 1000) -> tools.ToolReply:
     client = server.server_class()(None, None)
-    return tools.tool_loop(lambda messages, budget: client.chat(messages, tools.TOOLS, budget), USER, max_new_tokens)
+    return tools.tool_loop(lambda messages, budget: client.chat(messages, tools.TOOLS, budget), list(USER), max_new_tokens)
 
 
 def tool_messages(body: dict) -> list[dict]:

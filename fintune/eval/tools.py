@@ -50,11 +50,13 @@ class ToolReply:
 
 
 def tool_loop(chat: Callable[[list[dict], int], dict], messages: list[dict], max_new_tokens: int,
-              max_calls: int = MAX_CALLS) -> ToolReply:
+              max_calls: int = MAX_CALLS, on_call: Callable[[dict], None] | None = None) -> ToolReply:
     """Ask, run the calls the reply makes, ask again. `chat(messages, max_tokens)` returns an
     OpenAI chat completion; a LlamaCppError from it (the server could not parse the reply
-    into its format) ends the loop with what was said so far."""
-    messages, said, reply, start = list(messages), [], ToolReply(""), time.time()
+    into its format) ends the loop with what was said so far. `messages` grows by the
+    turns, the last answer included (a chat goes on from there); `on_call` sees each call's
+    {"name", "arguments", "result"} as it is run."""
+    said, reply, start = [], ToolReply(""), time.time()
     while True:
         budget = max_new_tokens - reply.n_tokens
         if budget <= 0:
@@ -70,6 +72,7 @@ def tool_loop(chat: Callable[[list[dict], int], dict], messages: list[dict], max
         said.append(_words(msg))
         calls = msg.get("tool_calls") or []
         if not calls:
+            messages.append({"role": "assistant", "content": msg.get("content") or ""})
             break
         if reply.calls + len(calls) > max_calls:
             reply.stop = "call cap"
@@ -81,6 +84,8 @@ def tool_loop(chat: Callable[[list[dict], int], dict], messages: list[dict], max
             reply.calls += 1
             reply.errors += result.startswith("error:")
             reply.trace.append({"name": fn.get("name"), "arguments": fn.get("arguments"), "result": result})
+            if on_call:
+                on_call(reply.trace[-1])
             messages.append({"role": "tool", "tool_call_id": call.get("id") or "", "name": fn.get("name"),
                              "content": result})
     reply.text = "" if reply.stop == "call cap" else "\n".join(s for s in said if s)
@@ -157,7 +162,7 @@ def _run(runner, chats: list[list[dict]], seeds: list[int], n: int) -> list[Tool
             def chat(messages, budget):
                 return server.chat(messages, TOOLS, budget, temperature=s.temperature, top_p=s.top_p,
                                    seed=seeds[i], extra=s.extra())
-            return tool_loop(chat, chats[i], n)
+            return tool_loop(chat, list(chats[i]), n)
 
         with ThreadPoolExecutor(max_workers=max(1, runner.parallel)) as pool:
             replies = list(pool.map(one, range(len(chats))))
