@@ -192,7 +192,8 @@ def _tool_legend(results: list[dict]) -> str:
     text = ("\nTool: on = the calculator offered through llama-server's /v1/chat/completions (tools, --jinja); "
             "a call llama.cpp does not parse is no call" + (f"; at most {cap} calls, one more scores no answer; "
                                                            "the token budget covers all turns of an item" * bool(cap))
-            + ".\n")
+            + ". Tool errors: calls the calculator answered with an error text; tool not called: items "
+              "answered without a call.\n")
     if ends:
         text += "How the tool loops ended: " + "; ".join(
             f"{k}: " + ", ".join(f"{why} {n}" for why, n in v.items()) for k, v in ends.items()) + "\n"
