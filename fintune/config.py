@@ -393,6 +393,10 @@ class EvalConfig:
                                     "cores / N threads; 0 = auto: 2 without CUDA on 2 or more cores, else 1.")
     eval_cache: bool = setting(True, "Cache GGUF replies by content (model sha256, prompt, settings) in the "
                                "fintune cache folder, so a rerun or another project reuses them.")
+    eval_tools: list[str] = setting(help="Score each model without the calculator tool (off), with it (on), or "
+                                    "both: on asks GGUF models through llama-server's /v1/chat/completions with "
+                                    "tools=[calculate] and runs the calls; HF models and templates that render no "
+                                    "tools get a 'not run' row.", factory=lambda: ["off", "on"])
 
     def __post_init__(self):
         _check(self.eval_limit > 0, "eval.eval_limit must be > 0")
@@ -406,6 +410,8 @@ class EvalConfig:
         _check(len(self.eval_models) > 0, "eval.eval_models must name at least one model")
         _check(self.eval_parallel >= 1, "eval.eval_parallel must be >= 1")
         _check(self.eval_concurrency >= 0, "eval.eval_concurrency must be >= 0 (0 = auto)")
+        _check(bool(self.eval_tools) and set(self.eval_tools) <= {"off", "on"},
+               f"eval.eval_tools must be a non-empty list of off, on; got {self.eval_tools!r}")
 
 
 SECTIONS: dict[str, type] = {

@@ -137,7 +137,10 @@ class LlamaServer:
     with few cores gains from (measured in the eval closing note)."""
 
     def __init__(self, lc: LlamaCpp, gguf: Path, slots: int = 4, ctx_per_slot: int = 1024, port: int = 0,
-                 threads: int | None = None):
+                 threads: int | None = None, jinja: bool = False, chat_template_file: Path | None = None):
+        """`jinja`: render chats with the model's Jinja template and parse tool calls
+        from its replies into OpenAI `tool_calls` (/v1/chat/completions with `tools`);
+        `chat_template_file`: a template in place of the GGUF's own."""
         import socket
 
         if not port:
@@ -150,6 +153,10 @@ class LlamaServer:
                     "-np", str(slots), "-c", str(slots * ctx_per_slot), "-cb", "--no-warmup", *lc.offload()]
         if threads:
             self.cmd += ["-t", str(threads), "-tb", str(threads)]
+        if jinja or chat_template_file:
+            self.cmd.append("--jinja")
+        if chat_template_file:
+            self.cmd += ["--chat-template-file", str(chat_template_file)]
         self.proc = None
         self.log = None
 
@@ -225,6 +232,44 @@ class LlamaServer:
                 if reason:
                     break
         return Completion(text.strip(), n, time.time() - start, reason)
+
+    def post(self, path: str, body: dict, timeout: float = 600) -> dict:
+        """POST JSON to an endpoint; an HTTP error becomes LlamaCppError with the server's message."""
+        import json
+        import urllib.error
+        import urllib.request
+
+        req = urllib.request.Request(self.url + path, data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return json.loads(r.read().decode("utf-8", errors="replace"))
+        except urllib.error.HTTPError as e:
+            raise LlamaCppError(f"llama-server {path}: HTTP {e.code}: "
+                                f"{e.read().decode('utf-8', errors='replace')[:500]}") from None
+
+    def chat(self, messages: list[dict], tools: list[dict] | None, max_tokens: int, temperature: float = 0.0,
+             top_p: float = 1.0, seed: int = 0, extra: dict | None = None) -> dict:
+        """One turn through the OpenAI-compatible /v1/chat/completions, as users' clients
+        call it: the response's `choices[0].message` has `content` and, where llama.cpp's
+        chat parser found calls in the reply, `tool_calls`. Needs `jinja`."""
+        body = {"messages": messages, "max_tokens": max_tokens, "temperature": temperature, "top_p": top_p,
+                "seed": seed, "cache_prompt": False, **(extra or {})}
+        if tools:
+            body["tools"] = tools
+        return self.post("/v1/chat/completions", body)
+
+    def apply_template(self, messages: list[dict], tools: list[dict] | None = None) -> str:
+        """The prompt llama-server renders for a chat (its /apply-template endpoint)."""
+        return self.post("/apply-template", {"messages": messages, **({"tools": tools} if tools else {})})["prompt"]
+
+    def props(self) -> dict:
+        """/props: among others `chat_template_caps`, what llama.cpp found the template supports."""
+        import json
+        import urllib.request
+
+        with urllib.request.urlopen(self.url + "/props", timeout=30) as r:
+            return json.loads(r.read().decode("utf-8", errors="replace"))
 
 
 @dataclass

@@ -5,7 +5,8 @@
   user's error becomes a one-line message and an exit code (`guarded`);
 - parsers.py: every command's flags (profiles, one group per config section);
 - commands.py: what run, train, plan and the single stages do;
-- eval.py: `fintune eval`, scoring any model on eval files.
+- eval.py: `fintune eval`, scoring any model on eval files;
+- chat.py: `fintune chat`, a question or a session with the calculator tool.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import argparse
 import sys
 from typing import Callable
 
+from fintune.cli import chat as chat_cli
 from fintune.cli import commands, parsers
 from fintune.cli import eval as eval_cli
 from fintune.errors import FintuneError, report
@@ -46,6 +48,8 @@ COMMANDS: dict[str, tuple[str, Callable | None, Callable[[argparse.Namespace], i
     "eval": ("score a GGUF or Hugging Face model on eval files", None, eval_cli.eval_command),
     "setup-llama-cpp": ("fetch and build the llama.cpp tools that export and eval run",
                         parsers.setup_llama_cpp_parser, commands.setup_llama_cpp_command),
+    "chat": ("ask a GGUF (llama-server) or Ollama model with the calculator tool, printing each call",
+             chat_cli.fill_chat_parser, chat_cli.chat_command),
 }
 
 EXAMPLES = """examples:
@@ -54,6 +58,7 @@ EXAMPLES = """examples:
   fintune run                                       # the profile this machine can run
   fintune train --resume_from_checkpoint latest     # continue an interrupted training
   fintune eval --eval_file FILE.jsonl --gguf outputs/financial_model_q4_k_m.gguf --output outputs/eval_q4
+  fintune chat --gguf outputs/financial_model_q4_k_m.gguf "What is 10000 at 5% for 3 years?"
   fintune COMMAND --help                            # every flag of one command, by section"""
 
 

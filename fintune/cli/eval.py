@@ -22,6 +22,7 @@ from fintune.prompts import INSTRUCTIONS
 from fintune.sampling import PRESETS, Preset
 
 log = logging.getLogger("fintune")
+TOOL_MODES = {"off": [False], "on": [True], "both": [False, True]}
 
 EXAMPLES = """examples:
   {prog} --eval_file ../shared/eval/finlora_formula_test.jsonl \\
@@ -80,6 +81,11 @@ def _generation_args(gen) -> None:
     gen.add_argument("--batch_size", type=int, default=16, help="HF runner batch size")
     gen.add_argument("--parallel", type=int, default=4,
                      help="GGUF: llama-server slots decoding together; 1 = one llama-completion per prompt")
+    gen.add_argument("--tools", choices=("off", "on", "both"), default="both",
+                     help="score without the calculator tool, with it (GGUF through llama-server's "
+                          "/v1/chat/completions with tools), or both, a row each")
+    gen.add_argument("--chat_template_file", help="GGUF with the tool: a Jinja chat template llama-server uses "
+                                                  "in place of the GGUF's own")
 
 
 def parse(argv, prog: str = "fintune eval") -> argparse.Namespace:
@@ -104,7 +110,7 @@ def make_runner(args):
         if not Path(args.gguf).is_file():
             raise MissingError(f"--gguf {args.gguf}: no such file")
         return GGUFRunner(args.gguf, args.llama_cpp_path, args.tokenizer, name=args.name, sampling=sampling,
-                          parallel=args.parallel)
+                          parallel=args.parallel, chat_template_file=args.chat_template_file)
     check_source(args.model, "--model")
     if args.adapter and not Path(args.adapter).is_dir():
         raise MissingError(f"--adapter {args.adapter}: no such directory")
@@ -121,9 +127,10 @@ def eval_command(args: argparse.Namespace) -> int:
         has_context = any(it.get("context") for it in items)
         modes = [True, False] if args.both_context_modes else \
             [True if args.with_context is None else args.with_context]
-        for with_context in modes:
+        for with_context, tools in ((c, t) for c in modes for t in TOOL_MODES[args.tools]):
             res, rows = evaluate(runner, items, set_name(path, with_context, has_context), with_context,
-                                 args.max_new_tokens, args.batch_size, eval_file=path, instruction=args.instruction)
+                                 args.max_new_tokens, args.batch_size, eval_file=path, instruction=args.instruction,
+                                 tools=tools)
             res["sampling"] = args.sampling
             results.append(res)
             predictions += rows

@@ -2,7 +2,8 @@
 
 Each reply is stored under a key made of everything that decides it: the GGUF
 file's sha256, the exact prompt, the sampling settings and seed, the token
-limit, the stop rule and the llama.cpp build. Any part that differs is a miss.
+limit, the stop rule, the llama.cpp build and, for a reply with the calculator
+offered, the tool setting (the tools and the call cap). Any part that differs is a miss.
 The base model's replies are what this saves on a second run, or in a second
 project on the same machine (the cache lives in the fintune cache folder);
 a new fine-tune has a new sha256 and always generates. Scoring is never
@@ -38,17 +39,21 @@ class ReplyCache:
                 entries[rec["key"]] = rec
         return entries
 
-    def key(self, prompt: str, seed: int, max_new_tokens: int) -> str:
+    def key(self, prompt: str, seed: int, max_new_tokens: int, tools: dict | None = None) -> str:
+        """`tools`: what the model was offered and how the loop ran (eval/tools.py); a reply
+        without the tool has no such field, so keys written before it existed still match."""
         blob = json.dumps({"model": self.model_sha256, "prompt": prompt, "seed": seed,
-                           "max_new_tokens": max_new_tokens, **self.settings},
+                           "max_new_tokens": max_new_tokens, **self.settings, **({"tools": tools} if tools else {})},
                           sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def get(self, key: str) -> dict | None:
         return self._entries.get(key)
 
-    def put(self, key: str, text: str, n_tokens: int, seconds: float, stop_reason: str | None) -> None:
-        rec = {"key": key, "text": text, "n_tokens": n_tokens, "seconds": seconds, "stop_reason": stop_reason}
+    def put(self, key: str, text: str, n_tokens: int, seconds: float, stop_reason: str | None, **more) -> None:
+        """`more`: further JSON-able fields of the record (a tool loop's calls)."""
+        rec = {"key": key, "text": text, "n_tokens": n_tokens, "seconds": seconds, "stop_reason": stop_reason,
+               **more}
         with self._lock:
             self._entries[key] = rec
             self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ from fintune.errors import FintuneError
 from fintune.jsonl import DataError, read_jsonl_numbered
 from fintune.eval.report import score_set, stratified
 from fintune.eval.runner import build_prompt
+from fintune.eval.tools import evaluate_with_tools
 from fintune.scoring.stop import RULE
 
 REQUIRED = ("id", "question", "answer_numeric")
@@ -60,13 +61,20 @@ def expected_lengths(items: list[dict]) -> list[int] | None:
 
 def evaluate(runner, items: list[dict], eval_set: str, with_context: bool, max_new_tokens: int,
              batch_size: int, eval_file: str | Path | None = None,
-             instruction: str = "final_answer") -> tuple[dict, list[dict]]:
-    """`instruction`: the profile's data.instruction (fintune/prompts.py), as trained."""
+             instruction: str = "final_answer", tools: bool = False) -> tuple[dict, list[dict]]:
+    """`instruction`: the profile's data.instruction (fintune/prompts.py), as trained; `tools`:
+    offer the calculator (eval/tools.py), else the model answers alone."""
     prompts = [build_prompt(runner.tokenizer, it, with_context, instruction) for it in items]
     tokens0, seconds0, start = runner.tokens, runner.seconds, time.time()
     cached0, stops0 = runner.cached, Counter(runner.stops)
-    outputs = runner.generate(prompts, max_new_tokens, batch_size, expected=expected_lengths(items))
-    result, rows = score_set(runner.name, eval_set, items, outputs, time.time() - start, with_context, prompts)
+    if tools:
+        result, rows = evaluate_with_tools(runner, items, eval_set, with_context, max_new_tokens, instruction, prompts)
+        if "not_run" in result:
+            result["eval_file"] = str(eval_file) if eval_file else None
+            return result, rows
+    else:
+        outputs = runner.generate(prompts, max_new_tokens, batch_size, expected=expected_lengths(items))
+        result, rows = score_set(runner.name, eval_set, items, outputs, time.time() - start, with_context, prompts)
     # --rescore finds the items (gold, wording, family) here
     result["eval_file"] = str(eval_file) if eval_file else None
     result["instruction"] = instruction

@@ -90,14 +90,30 @@ def _result(model: str, eval_set: str, total: Counter, per_cat: dict, per_split:
     }
 
 
+def with_tool(r: dict) -> bool:
+    return r.get("tools") == "on"
+
+
+def label(r: dict) -> str:
+    """A result's model, marked where the calculator was offered."""
+    return f"{r['model']} + tool" if with_tool(r) else r["model"]
+
+
+def scored(results: list[dict]) -> list[dict]:
+    """The results that have numbers: not those the eval could not run (`not_run`)."""
+    return [r for r in results if "not_run" not in r]
+
+
 def quant_notes(results: list[dict], ppl: dict[str, float]) -> list[str]:
     notes = []
+    results = scored(results)
     for r in results:
         if r["model"] != "q4_k_m":
             continue
-        ref = next((x for x in results if x["eval_set"] == r["eval_set"] and x["model"] in ("f16", "bf16")), None)
+        ref = next((x for x in results if x["eval_set"] == r["eval_set"] and x["model"] in ("f16", "bf16")
+                    and with_tool(x) == with_tool(r)), None)
         if ref:
-            notes.append(f"Q4_K_M vs {ref['model'].upper()} on {r['eval_set']}: "
+            notes.append(f"Q4_K_M vs {ref['model'].upper()} on {r['eval_set']}{' with the tool' * with_tool(r)}: "
                          f"{100 * (r['accuracy'] - ref['accuracy']):+.1f} points accuracy")
     if ppl:
         notes.append(f"Perplexity on held-out worked solutions (llama-perplexity, ctx 128, first {PPL_CHUNKS} chunks): "
@@ -107,13 +123,17 @@ def quant_notes(results: list[dict], ppl: dict[str, float]) -> list[str]:
 
 def write_report(out_dir: Path, results: list[dict], predictions: list[dict], extra: dict | None = None,
                  notes: list[str] | None = None) -> Path:
-    """report.json (+ extra sections), report.md, predictions.jsonl, report.png."""
+    """report.json (+ extra sections), report.md, predictions.jsonl, report.png. In report.json
+    the rows with the calculator offered are `tool_results`, so `results` reads as before."""
     out_dir.mkdir(parents=True, exist_ok=True)
     write_jsonl(out_dir / "predictions.jsonl", predictions)
-    write_chart(out_dir / "report.png", results)
+    write_chart(out_dir / "report.png", scored(results))
     text = markdown(results) + "".join(f"\n{n}\n" for n in notes or [])
     (out_dir / "report.md").write_text(text, encoding="utf-8")
-    return write_json_atomic(out_dir / "report.json", {"results": results, **(extra or {})})
+    tool_rows = [r for r in results if with_tool(r)]
+    return write_json_atomic(out_dir / "report.json", {"results": [r for r in results if not with_tool(r)],
+                                                       **({"tool_results": tool_rows} if tool_rows else {}),
+                                                       **(extra or {})})
 
 
 def _rate(x: float | None) -> str:
@@ -126,39 +146,69 @@ def _speed(r: dict) -> str:
     return "cached" if r.get("replies_from_cache") == r["n"] else "-"
 
 
+def _tool_cells(r: dict) -> str:
+    """Tool calls per item, calls whose result was an error, items offered the tool that made no call."""
+    if not with_tool(r):
+        return "- | - | - |"
+    return f"{r['tool_calls_per_item']:.2f} | {r['tool_errors']} | {r['tool_not_called']}/{r['n']} |"
+
+
 def markdown(results: list[dict]) -> str:
-    lines = ["| model | eval set | n | accuracy | 95% CI | lenient (+ last number) | strict (0.2%) | format | "
-             "formula | substitution | tokens/s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    """Every result a row; a model offered the calculator has a second row (tool: on)."""
+    lines = ["| model | tool | eval set | n | accuracy | 95% CI | lenient (+ last number) | strict (0.2%) | format | "
+             "formula | substitution | tokens/s | tool calls / item | tool errors | tool not called |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
+        head = f"| {r['model']} | {'on' if with_tool(r) else 'off'} | {r['eval_set']} | {r['n']} |"
+        if "not_run" in r:
+            lines.append(f"{head} {r['not_run']} |" + " - |" * 10)
+            continue
         lo, hi = r["ci95"]
         lenient = r.get("accuracy_lenient")
-        lines.append(f"| {r['model']} | {r['eval_set']} | {r['n']} | {r['accuracy']:.1%} | "
+        lines.append(f"{head} {r['accuracy']:.1%} | "
                      f"[{lo:.1%}, {hi:.1%}] | {_rate(lenient)} | {r['accuracy_strict']:.1%} | {r['format_rate']:.1%} | "
                      f"{_rate(r.get('formula_rate'))} | {_rate(r.get('substitution_rate'))} | "
-                     f"{_speed(r)} |")
-    legend = f"\nScoring: {results[0].get('scoring', SCORING)}\n" if results else ""
+                     f"{_speed(r)} | {_tool_cells(r)}")
+    legend = _tool_legend(results)
+    results = scored(results)
+    legend += f"\nScoring: {results[0].get('scoring', SCORING)}\n" if results else ""
     devices = dict.fromkeys(f"{r['model']} {r['device']} ({r['dtype']})" for r in results if r.get("device"))
     legend += f"Ran on: {', '.join(devices)}\n" if devices else ""
     if any("stop_rule" in r for r in results):
-        cut = ", ".join(f"{r['model']} {sum(r['stopped_by_rule'].values())}/{r['n']}" for r in results
+        cut = ", ".join(f"{label(r)} {sum(r['stopped_by_rule'].values())}/{r['n']}" for r in results
                         if r.get("stopped_by_rule") is not None)
-        legend += f"Stop rule: {results[0]['stop_rule']}; replies it ended: {cut}\n"
-    cached = [f"{r['model']} {r['replies_from_cache']}/{r['n']}" for r in results if r.get("replies_from_cache")]
+        legend += f"Stop rule: {next(r['stop_rule'] for r in results if 'stop_rule' in r)}; replies it ended: {cut}\n"
+    cached = [f"{label(r)} {r['replies_from_cache']}/{r['n']}" for r in results if r.get("replies_from_cache")]
     legend += f"Replies from the reply cache (same model file, prompt and settings): {', '.join(cached)}\n" if cached else ""
     return "\n".join(lines) + "\n" + legend + "".join(per_category_table(results, s) for s in
                                                         dict.fromkeys(r["eval_set"] for r in results))
 
 
+def _tool_legend(results: list[dict]) -> str:
+    ends = {label(r) + f" on {r['eval_set']}": r["tool_loop_ends"] for r in results if r.get("tool_loop_ends")}
+    cap = next((r["tool_max_calls"] for r in results if r.get("tool_max_calls")), None)
+    if not any(with_tool(r) for r in results):
+        return ""
+    text = ("\nTool: on = the calculator offered through llama-server's /v1/chat/completions (tools, --jinja); "
+            "a call llama.cpp does not parse is no call" + (f"; at most {cap} calls, one more scores no answer; "
+                                                           "the token budget covers all turns of an item" * bool(cap))
+            + ". Tool errors: calls the calculator answered with an error text; tool not called: items "
+              "answered without a call.\n")
+    if ends:
+        text += "How the tool loops ended: " + "; ".join(
+            f"{k}: " + ", ".join(f"{why} {n}" for why, n in v.items()) for k, v in ends.items()) + "\n"
+    return text
+
+
 def per_category_table(results: list[dict], eval_set: str) -> str:
     """Correct / n per family (per split too), one column per model: a gain made by
     dropping a family would show as a row that stays at zero."""
-    rows = [r for r in results if r["eval_set"] == eval_set]
+    rows = [r for r in scored(results) if r["eval_set"] == eval_set]
     cats = sorted({c for r in rows for c in r["per_category"]})
     if len(cats) < 2:
         return ""
     out = [f"\nPer family on {eval_set} (correct / n; formula and substitution lines right):\n",
-           "| family | " + " | ".join(r["model"] for r in rows) + " |",
+           "| family | " + " | ".join(label(r) for r in rows) + " |",
            "|---|" + "---|" * len(rows)]
     for c in cats + ["[" + s + "]" for s in sorted({s for r in rows for s in r.get("per_split", {})})]:
         cells = []
@@ -182,13 +232,13 @@ def write_chart(path: Path, results: list[dict]) -> Path:
     import matplotlib.pyplot as plt
 
     sets = list(dict.fromkeys(r["eval_set"] for r in results))
-    models = list(dict.fromkeys(r["model"] for r in results))
+    models = list(dict.fromkeys(label(r) for r in results))
     width = 0.8 / max(1, len(models))
     fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(sets) * max(1, len(models)) ** 0.5), 4))
     for j, model in enumerate(models):
         xs, ys, err, lenient = [], [], [[], []], []
         for i, s in enumerate(sets):
-            r = next((r for r in results if r["model"] == model and r["eval_set"] == s), None)
+            r = next((r for r in results if label(r) == model and r["eval_set"] == s), None)
             if r is None:
                 continue
             xs.append(i + j * width)

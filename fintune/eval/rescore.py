@@ -17,13 +17,15 @@ from fintune.eval.evaluate import EvalFileError, load_eval_file
 from fintune.eval.report import quant_notes, score_set, write_report
 
 # fields of a result that scoring does not produce: kept from the old report
-KEPT = ("tokens_per_second", "seconds", "sampling", "sampling_settings", "skipped")
+KEPT = ("tokens_per_second", "seconds", "sampling", "sampling_settings", "skipped", "tools", "tool_calls_per_item",
+        "tool_calls", "tool_errors", "tool_not_called", "tool_loop_ends", "tool_max_calls")
 
 
-def _groups(predictions: list[dict]) -> dict[tuple[str, str], list[dict]]:
-    out: dict[tuple[str, str], list[dict]] = {}
+def _groups(predictions: list[dict]) -> dict[tuple[str, str, str], list[dict]]:
+    """Rows by (model, eval set, tool off/on): a model's replies with the calculator are another group."""
+    out: dict[tuple[str, str, str], list[dict]] = {}
     for row in predictions:
-        out.setdefault((row["model"], row["eval_set"]), []).append(row)
+        out.setdefault((row["model"], row["eval_set"], row.get("tools", "off")), []).append(row)
     return out
 
 
@@ -44,12 +46,13 @@ def rescore(report_dir: Path, eval_files: list[str] | None = None, output: Path 
         raise MissingError(f"--rescore {report_dir}: no predictions.jsonl there")
     report_path = report_dir / "report.json"
     old = json.loads(report_path.read_text()) if report_path.is_file() else {"results": []}
-    old_results = {(r["model"], r["eval_set"]): r for r in old.get("results", [])}
+    old_results = {(r["model"], r["eval_set"], r.get("tools", "off")): r
+                   for r in old.get("results", []) + old.get("tool_results", [])}
     by_stem = {Path(f).stem: f for f in eval_files or []}
     cache: dict = {}
     results, predictions, compared = [], [], []
-    for (model, eval_set), rows in _groups(list(read_jsonl(preds_path))).items():
-        prev = old_results.get((model, eval_set), {})
+    for (model, eval_set, tools), rows in _groups(list(read_jsonl(preds_path))).items():
+        prev = old_results.get((model, eval_set, tools), {})
         items = _items(eval_set, prev, by_stem, cache)
         missing = [r["id"] for r in rows if r["id"] not in items]
         if missing:
@@ -60,11 +63,13 @@ def rescore(report_dir: Path, eval_files: list[str] | None = None, output: Path 
         res.update({k: prev[k] for k in KEPT if k in prev})
         res["eval_file"] = prev.get("eval_file") or by_stem.get(eval_set.split("[")[0])
         for new, old_row in zip(new_rows, rows):
-            new["prompt"] = old_row.get("prompt")
+            new.update({k: old_row[k] for k in ("prompt", "tools", "tool_calls", "tool_stop") if k in old_row})
         results.append(res)
         predictions += new_rows
         compared.append((model, eval_set, prev, res))
-    extra = {k: v for k, v in old.items() if k != "results"}
+    # rows that were not run have no predictions: kept as they were
+    results += [r for r in old.get("tool_results", []) if "not_run" in r]
+    extra = {k: v for k, v in old.items() if k not in ("results", "tool_results")}
     out = write_report(output or report_dir, results, predictions, extra=extra,
                        notes=quant_notes(results, extra.get("perplexity") or {}))
     return out, compared
@@ -74,6 +79,7 @@ def comparison_table(compared: list) -> str:
     lines = ["| model | eval set | n | accuracy before | accuracy now | lenient now | strict now | via scale now |",
              "|---|---|---|---|---|---|---|---|"]
     for model, eval_set, prev, res in compared:
+        model = f"{model} + tool" if res.get("tools") == "on" else model
         before = f"{prev['accuracy']:.1%}" if "accuracy" in prev else "-"
         lines.append(f"| {model} | {eval_set} | {res['n']} | {before} | {res['accuracy']:.1%} | "
                      f"{res['accuracy_lenient']:.1%} | {res['accuracy_strict']:.1%} | {res['correct_via_scale']} |")

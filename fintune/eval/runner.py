@@ -161,10 +161,13 @@ class GGUFRunner(_Counted):
 
     def __init__(self, gguf: str | Path, llama_cpp_path: str | Path, tokenizer_dir: str | Path | None = None,
                  name: str | None = None, sampling: Sampling | Preset = GREEDY, parallel: int = 1,
-                 cache_dir: str | Path | None = None, threads: int | None = None):
+                 cache_dir: str | Path | None = None, threads: int | None = None,
+                 chat_template_file: str | Path | None = None):
         """`sampling`: settings, or a preset, resolved for the GGUF's chat template
-        (fintune/sampling.py); `threads`: llama-server's threads (None: its default, one per core)."""
+        (fintune/sampling.py); `threads`: llama-server's threads (None: its default, one per core);
+        `chat_template_file`: the template llama-server renders chats with the tool in (else the GGUF's)."""
         self.gguf = Path(gguf)
+        self.chat_template_file = Path(chat_template_file) if chat_template_file else None
         self.name = name or self.gguf.name
         self.lc = llama_cpp.LlamaCpp(Path(llama_cpp_path))
         self.parallel = parallel
@@ -188,7 +191,9 @@ class GGUFRunner(_Counted):
                 "temperature": sampling.temperature, "top_p": sampling.top_p, **sampling.extra(), "stop_rule": stop.RULE,
                 "llama_cpp": self.lc.version(), "slots": parallel, "threads": threads or "default",
                 # what shares a decode batch changes some replies (see _generate)
-                "dispatch": "longest expected first where every item has a reference, else prompt order"})
+                "dispatch": "longest expected first where every item has a reference, else prompt order",
+                **({"chat_template_file": self.chat_template_file.read_text(encoding="utf-8")}
+                   if self.chat_template_file else {})})
         else:
             self.cache = None
         self.cached = 0            # replies taken from the cache

@@ -175,12 +175,16 @@ def evaluate_model(cfg: PipelineConfig, runner, sets) -> tuple[list, list]:
     results, predictions = [], []
     try:
         for path, items, modes in sets:
-            for with_context in modes:
+            for with_context, tools in ((c, t) for c in modes for t in cfg.eval.eval_tools):
                 eval_set = set_name(path, with_context, len(modes) > 1)
                 res, rows = evaluate(runner, items, eval_set, with_context, cfg.eval.eval_max_new_tokens,
-                                     cfg.eval.eval_batch_size, eval_file=path, instruction=cfg.data.instruction)
+                                     cfg.eval.eval_batch_size, eval_file=path, instruction=cfg.data.instruction,
+                                     tools=tools == "on")
                 results.append(res)
                 predictions += rows
+                if "not_run" in res:
+                    log.info("eval: %s on %s with the tool: %s", runner.name, eval_set, res["not_run"])
+                    continue
                 log.info("eval: %s on %s: accuracy %.1f%% [%.1f, %.1f] (lenient %.1f%%) format %.0f%% "
                          "(n=%d, %.0fs, %s tok/s)", runner.name, eval_set, 100 * res["accuracy"],
                          100 * res["ci95"][0], 100 * res["ci95"][1], 100 * res["accuracy_lenient"],
