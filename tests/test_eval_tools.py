@@ -216,3 +216,61 @@ def test_the_report_has_a_row_with_and_without_the_tool_and_rescore_keeps_them_a
     with_tool = {r["model"]: r for r in again["tool_results"]}
     assert with_tool["m"]["accuracy"] == pytest.approx(1 / 3) and with_tool["m"]["tool_not_called"] == 1
     assert with_tool["adapter"]["not_run"] == tools.NO_TOOL_LOOP
+
+
+@pytest.fixture(scope="module")
+def tiny_gguf(tmp_path_factory, tiny_llama_dir):
+    require_llama_cpp()
+    gguf = tmp_path_factory.mktemp("tiny-gguf") / "m.gguf"
+    llama_cpp.LlamaCpp(LLAMA_CPP).convert(tiny_llama_dir, gguf, "f16")
+    return gguf
+
+
+@pytest.mark.slow
+def test_the_real_llama_server_renders_the_tool_and_the_loop_ends_and_is_scored(tiny_gguf, tiny_llama_dir, tmp_path,
+                                                                                 capsys):
+    """Through llama-server --jinja --chat-template-file with a Hermes-style template (tests/
+    templates/chatml_tools.jinja): llama.cpp finds tools in it (/props chat_template_caps,
+    common/jinja/caps.cpp), renders the calculator's schema into the prompt (/apply-template,
+    the prompt /v1/chat/completions decodes), and the loop over a random model ends and is scored."""
+    lc = llama_cpp.LlamaCpp(LLAMA_CPP)
+    with llama_cpp.LlamaServer(lc, tiny_gguf, slots=1, jinja=True, chat_template_file=TEMPLATE) as server:
+        assert server.props()["chat_template_caps"]["supports_tools"]
+        offered = server.apply_template(USER, tools.TOOLS)
+        plain = server.apply_template(USER)
+        assert json.dumps(TOOL_SCHEMA["function"]["parameters"]) in offered or '"calculate"' in offered
+        assert "<tools>" in offered and "calculate" not in plain and plain.endswith("<|im_start|>assistant\n")
+        # a conversation with a call and its result renders as the template writes them
+        turn = [*USER, {"role": "assistant", "content": "", "tool_calls": [
+            {"id": "c0", "type": "function", "function": {"name": "calculate",
+                                                          "arguments": json.dumps({"expression": "2+2"})}}]},
+                {"role": "tool", "tool_call_id": "c0", "name": "calculate", "content": "4"}]
+        rendered = server.apply_template(turn, tools.TOOLS)
+        assert re.search(r'<tool_call>\n\{"name": "calculate", "arguments": \{"expression": ?"2\+2"\}\}\n</tool_call>',
+                         rendered) and "<tool_response>\n4\n</tool_response>" in rendered
+
+    items = [{"id": f"i{i}", "question": f"What is {i} + 1?", "answer_numeric": i + 1.0,
+              "meta": {"family": "sum"}} for i in range(2)]
+    runner = GGUFRunner(tiny_gguf, LLAMA_CPP, tiny_llama_dir, parallel=2, chat_template_file=TEMPLATE)
+    res, rows = evaluate(runner, items, "set", True, 24, 1, tools=True)
+    assert res["tools"] == "on" and res["n"] == 2 and len(rows) == 2
+    assert sum(res["tool_loop_ends"].values()) == 2 and 0 <= res["tool_calls"] <= 2 * tools.MAX_CALLS
+    assert res["tokens_per_second"] is not None and all(isinstance(r["output"], str) for r in rows)
+
+    # the same template through `fintune chat`
+    from fintune.cli import main
+
+    assert main(["chat", "--gguf", str(tiny_gguf), "--chat_template_file", str(TEMPLATE), "--llama_cpp_path",
+                 str(LLAMA_CPP), "--max_tokens", "8", "What is 2+2?"]) == 0
+    assert capsys.readouterr().out.strip()
+
+
+@pytest.mark.slow
+def test_the_gguf_template_without_tools_is_found_by_llama_cpp_too(tiny_gguf):
+    """The tiny GGUF carries SmolLM2's own ChatML, which renders no tools: llama.cpp's caps say
+    the same as offers_tools, so the eval's 'template offers no tools' row is what it would find."""
+    lc = llama_cpp.LlamaCpp(LLAMA_CPP)
+    with llama_cpp.LlamaServer(lc, tiny_gguf, slots=1, jinja=True) as server:
+        caps = server.props()["chat_template_caps"]
+    assert not tools.offers_tools(tools.served_template(tiny_gguf, None))
+    assert caps["supports_tools"] is False

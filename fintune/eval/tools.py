@@ -47,6 +47,7 @@ class ToolReply:
     n_tokens: int = 0
     seconds: float = 0.0
     trace: list = field(default_factory=list)  # {"name", "arguments", "result"} per call
+    cut: str | None = None    # why the stop rule ended the last turn's text, if it did
 
 
 def tool_loop(chat: Callable[[list[dict], int], dict], messages: list[dict], max_new_tokens: int,
@@ -69,7 +70,8 @@ def tool_loop(chat: Callable[[list[dict], int], dict], messages: list[dict], max
             break
         msg = out["choices"][0]["message"]
         reply.n_tokens += int((out.get("usage") or {}).get("completion_tokens") or 0)
-        said.append(_words(msg))
+        words, reply.cut = _words(msg)
+        said.append(words)
         calls = msg.get("tool_calls") or []
         if not calls:
             messages.append({"role": "assistant", "content": msg.get("content") or ""})
@@ -93,13 +95,14 @@ def tool_loop(chat: Callable[[list[dict], int], dict], messages: list[dict], max
     return reply
 
 
-def _words(msg: dict) -> str:
-    """A turn's text under the stop rule: reasoning that llama-server split off is put back
-    in its <think> block, so it is scored as the reply without the tool is."""
+def _words(msg: dict) -> tuple[str, str | None]:
+    """(a turn's text under the stop rule, why the rule cut it): reasoning that llama-server
+    split off is put back in its <think> block, so it is scored as the reply without the tool is."""
     text = msg.get("content") or ""
     if msg.get("reasoning_content"):
         text = f"<think>\n{msg['reasoning_content']}\n</think>\n{text}"
-    return stop.cut(text)[0].strip()
+    text, why = stop.cut(text)
+    return text.strip(), why
 
 
 def offers_tools(chat_template: str) -> bool:
@@ -143,6 +146,7 @@ def generate(runner, chats: list[list[dict]], max_new_tokens: int, expected: lis
             out[i] = r
             if keys[i]:
                 runner.cache.put(keys[i], r.text, r.n_tokens, r.seconds, r.stop, tool_reply=asdict(r))
+    runner.stops.update(r.cut for r in out if r.cut)
     return out
 
 
