@@ -28,7 +28,7 @@ EXAMPLES = """examples:
       --gguf outputs/financial_model_q4_k_m.gguf --no_context --limit 50 --output outputs/eval_q4
   {prog} --eval_file outputs/data/heldout.jsonl --model outputs/merged_financial_fp16 \\
       --instruction boxed --max_new_tokens 2048 --output outputs/eval_merged     # an R1 profile's model
-  {prog} --rescore outputs/eval                                      # the current scoring rules
+  {prog} --rescore outputs/eval              # the current scoring rules, into outputs/eval/rescored/
 """
 
 
@@ -40,10 +40,11 @@ def eval_parser(prog: str = "fintune eval") -> argparse.ArgumentParser:
     _model_args(p.add_argument_group("model (one of --model, --gguf)"))
     _generation_args(p.add_argument_group("prompts and generation"))
     out = p.add_argument_group("output")
-    out.add_argument("--output", help="report directory (with --rescore: default DIR itself)")
+    out.add_argument("--output", help="report directory (with --rescore: default DIR/rescored; never DIR itself)")
     out.add_argument("--rescore", metavar="DIR",
-                     help="recompute DIR's report from its predictions.jsonl with the current scoring rules "
-                          "(nothing is generated; --eval_file only for reports that do not record their files)")
+                     help="recompute DIR's report from its predictions.jsonl with the current scoring rules, "
+                          "into DIR/rescored/ (nothing is generated and DIR is left as it is; --eval_file only "
+                          "for reports that do not record their files)")
     return p
 
 
