@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
         out = resolve_step(step)(cfg)
     except TrainingInterrupted as e:
-        log.error("%s", e)
+        # not printed here: the orchestrator prints it, once (fintune.errors.report)
         _write(result_path, {"status": "interrupted", "error": str(e)})
         return 130
     except FintuneError as e:

@@ -14,6 +14,7 @@ from pathlib import Path
 from fintune.cli.parsers import hyphens_to_underscores, reject_unknown
 from fintune.errors import MissingError
 from fintune.models import check_source
+from fintune.eval import interrupt
 from fintune.eval.evaluate import evaluate, load_eval_file, set_name
 from fintune.eval.report import markdown, write_report
 from fintune.eval.rescore import comparison_table, rescore
@@ -116,6 +117,11 @@ def eval_command(args: argparse.Namespace) -> int:
     if args.rescore:
         return rescore_command(args)
     sets = [(f, load_eval_file(f, args.limit)) for f in args.eval_file]
+    with interrupt.stop_on_signal("no report written; rerun the same command to evaluate again"):
+        return _evaluate(args, sets)
+
+
+def _evaluate(args: argparse.Namespace, sets: list) -> int:
     runner = make_runner(args)
     results, predictions = [], []
     for path, items in sets:

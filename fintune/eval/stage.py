@@ -16,6 +16,7 @@ from pathlib import Path
 from fintune import machine, models
 from fintune.adapters import final_adapter_dir, read_adapter_record
 from fintune.config import PipelineConfig
+from fintune.eval import interrupt
 from fintune.eval.evaluate import evaluate, load_eval_file, set_name
 from fintune.eval.report import markdown, quant_notes, stratified, write_report
 from fintune.eval.runner import GGUFRunner, HFRunner
@@ -136,6 +137,15 @@ def perplexities(cfg: PipelineConfig, items: list[dict]) -> dict[str, float]:
 
 
 def run(cfg: PipelineConfig) -> Path:
+    """The eval stage; Ctrl-C stops it within seconds, keeping the replies cached so far."""
+    hint = (f"the GGUF models' finished replies are kept in {models.cache_dir() / 'eval-replies'}; continue with "
+            "the same command, which takes them from there" if cfg.eval.eval_cache else
+            "continue with the same command (eval_cache is off: every reply is generated again)")
+    with interrupt.stop_on_signal(hint):
+        return _run(cfg)
+
+
+def _run(cfg: PipelineConfig) -> Path:
     from concurrent.futures import ThreadPoolExecutor
 
     base = read_adapter_record(final_adapter_dir(cfg))["base_model_path"]
