@@ -97,7 +97,8 @@ def _pipeline_report(tmp_path):
     notes = quant_notes([res], {}) + [sampling_line("greedy", [res]),
                                       "Speed: GGUF models evaluated 2 at a time, llama.cpp on 1 thread(s) each"]
     d = tmp_path / "outputs" / "eval"
-    report = write_report(d, [res], rows, extra={"perplexity": {}, "sampling": "greedy"}, notes=notes)
+    report = write_report(d, [res], rows, extra={"perplexity": {}, "sampling": "greedy", "notes": notes},
+                          notes=notes)  # as eval/stage.py writes it
     manifest = Manifest(tmp_path / "outputs" / "run_manifest.json")
     manifest.save_stage("eval", {"status": "complete", "fingerprint": "fp", "artifacts": [describe(report)]})
     return d, manifest

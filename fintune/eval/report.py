@@ -107,14 +107,13 @@ def quant_notes(results: list[dict], ppl: dict[str, float]) -> list[str]:
 
 def write_report(out_dir: Path, results: list[dict], predictions: list[dict], extra: dict | None = None,
                  notes: list[str] | None = None) -> Path:
-    """report.json (+ extra sections and the notes, which --rescore carries over), report.md,
-    predictions.jsonl, report.png."""
+    """report.json (+ extra sections), report.md, predictions.jsonl, report.png."""
     out_dir.mkdir(parents=True, exist_ok=True)
     write_jsonl(out_dir / "predictions.jsonl", predictions)
     write_chart(out_dir / "report.png", results)
     text = markdown(results) + "".join(f"\n{n}\n" for n in notes or [])
     (out_dir / "report.md").write_text(text, encoding="utf-8")
-    return write_json_atomic(out_dir / "report.json", {"results": results, **(extra or {}), "notes": notes or []})
+    return write_json_atomic(out_dir / "report.json", {"results": results, **(extra or {})})
 
 
 def _rate(x: float | None) -> str:

@@ -96,7 +96,7 @@ def rescore(report_dir: Path, eval_files: list[str] | None = None, output: Path 
         compared.append((model, eval_set, prev, res))
     extra = {k: v for k, v in old.items() if k not in ("results", "notes")}
     notes = quant_notes(results, extra.get("perplexity") or {}) + kept_notes(report_dir, old)
-    return write_report(out_dir, results, predictions, extra=extra, notes=notes), compared
+    return write_report(out_dir, results, predictions, extra={**extra, "notes": notes}, notes=notes), compared
 
 
 def comparison_table(compared: list) -> str:

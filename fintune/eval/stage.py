@@ -175,7 +175,9 @@ def _run(cfg: PipelineConfig) -> Path:
                      "tokens/s is each model's while another decoded beside it")
     out = write_report(Path(cfg.eval.eval_dir), results, predictions,
                        extra={"perplexity": ppl, "sampling": cfg.eval.eval_sampling,
-                              "gguf_models_at_once": at_once, "llama_cpp_threads": threads}, notes=notes)
+                              "gguf_models_at_once": at_once, "llama_cpp_threads": threads,
+                              "notes": notes},  # --rescore carries them over
+                       notes=notes)
     print(markdown(results) + "".join(f"\n{n}" for n in notes))
     return out
 
