@@ -64,6 +64,10 @@ def _user_error(cfg):
     raise UsageError("train.optim 'adamw_9bit' is not an optimizer transformers knows")
 
 
+def _ctrl_c(cfg):
+    raise KeyboardInterrupt  # what Python's own SIGINT handler raises in a step that sets none
+
+
 def _child_cfg(tmp_path, tiny_llama_dir, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(TESTS))  # so the child can import this module's entries
     return build_config(overrides=tiny_overrides(tmp_path, tiny_llama_dir))
@@ -85,6 +89,18 @@ def test_a_user_error_in_a_stage_process_is_one_line(tmp_path, tiny_llama_dir, m
     assert e.value.returncode == 2 and e.value.error.startswith("train.optim 'adamw_9bit'")
     err = capfd.readouterr().err
     assert "error: train.optim 'adamw_9bit'" in err and "Traceback" not in err
+
+
+def test_ctrl_c_in_a_stage_process_without_its_own_handler_is_an_interruption(tmp_path, tiny_llama_dir,
+                                                                               monkeypatch, capfd):
+    from fintune.errors import TrainingInterrupted, report
+
+    cfg = _child_cfg(tmp_path, tiny_llama_dir, monkeypatch)
+    with pytest.raises(TrainingInterrupted) as e:
+        run_in_child("merge", _ctrl_c, cfg)
+    assert str(e.value) == "test_stage_process:_ctrl_c stopped by SIGINT; the same command runs it again"
+    assert "Traceback" not in capfd.readouterr().err
+    assert report(e.value) == 130
 
 
 def test_a_bug_in_process_is_not_turned_into_a_one_line_error(tmp_path, tiny_llama_dir, monkeypatch):
