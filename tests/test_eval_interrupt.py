@@ -59,6 +59,23 @@ def test_a_signal_stops_the_gguf_runner_between_replies_and_keeps_the_finished_o
     assert again.cached == kept
 
 
+def test_a_signal_stops_hf_generation_within_the_batch(tiny_llama_dir):
+    """The stopping criterion ends every sequence of the batch at the next decoding step,
+    well before max_new_tokens; the cut batch is not returned as replies."""
+    from fintune.eval import interrupt
+    from fintune.eval import runner as rn
+
+    runner = rn.HFRunner(str(tiny_llama_dir), name="tiny", device=("cpu", "float32"))
+    prompts = [f"<|im_start|>user\nquestion {i}<|im_end|>\n<|im_start|>assistant\n" for i in range(8)]
+    sent = []
+    timer = threading.Timer(1.0, lambda: (sent.append(time.time()), os.kill(os.getpid(), signal.SIGINT)))
+    timer.start()
+    with pytest.raises(TrainingInterrupted, match="eval stopped by SIGINT"):
+        with interrupt.stop_on_signal(HINT):
+            runner.generate(prompts, max_new_tokens=4000, batch_size=4)
+    assert time.time() - sent[0] < 1.5  # 4 x 4000 tokens take this model far longer
+
+
 def _eval_only_run(tmp_path: Path, smollm2_dir: Path) -> list[str]:
     """`fintune run` with every stage but eval skipped, on the embedded SmolLM2's GGUF as
     the Q8_0 export, its Hugging Face checkpoint as the base."""
