@@ -68,6 +68,12 @@ def _ctrl_c(cfg):
     raise KeyboardInterrupt  # what Python's own SIGINT handler raises in a step that sets none
 
 
+def _stopped(cfg):
+    from fintune.errors import TrainingInterrupted
+
+    raise TrainingInterrupted("training stopped by SIGINT at step 3; continue with --resume_from_checkpoint latest")
+
+
 def _child_cfg(tmp_path, tiny_llama_dir, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(TESTS))  # so the child can import this module's entries
     return build_config(overrides=tiny_overrides(tmp_path, tiny_llama_dir))
@@ -101,6 +107,19 @@ def test_ctrl_c_in_a_stage_process_without_its_own_handler_is_an_interruption(tm
     assert str(e.value) == "test_stage_process:_ctrl_c stopped by SIGINT; the same command runs it again"
     assert "Traceback" not in capfd.readouterr().err
     assert report(e.value) == 130
+
+
+def test_an_interruption_in_a_stage_process_is_printed_once_by_the_orchestrator(tmp_path, tiny_llama_dir,
+                                                                                 monkeypatch, capfd, caplog):
+    from fintune.errors import TrainingInterrupted, report
+
+    cfg = _child_cfg(tmp_path, tiny_llama_dir, monkeypatch)
+    with pytest.raises(TrainingInterrupted) as e:
+        run_in_child("train", _stopped, cfg)
+    assert report(e.value) == 130
+    child = capfd.readouterr()
+    printed = child.out + child.err + caplog.text  # the stage process's and this one's
+    assert printed.count("continue with --resume_from_checkpoint latest") == 1, printed
 
 
 def test_a_bug_in_process_is_not_turned_into_a_one_line_error(tmp_path, tiny_llama_dir, monkeypatch):
