@@ -76,9 +76,40 @@ def test_a_signal_stops_hf_generation_within_the_batch(tiny_llama_dir):
     assert time.time() - sent[0] < 1.5  # 4 x 4000 tokens take this model far longer
 
 
-def _eval_only_run(tmp_path: Path, smollm2_dir: Path) -> list[str]:
-    """`fintune run` with every stage but eval skipped, on the embedded SmolLM2's GGUF as
-    the Q8_0 export, its Hugging Face checkpoint as the base."""
+STANDIN_SERVER = """#!{python}
+# llama-server as the eval uses it: /health, and /completion streaming one token every 0.1 s
+import json, sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b'{{"status": "ok"}}')
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        words = [f"step{{i}} " for i in range(12)] + ["\\nFinal answer: 50\\n"]
+        for word in words[:body["n_predict"]]:
+            time.sleep(0.1)
+            self.wfile.write(("data: " + json.dumps({{"content": word, "stop": False}}) + "\\n\\n").encode())
+            self.wfile.flush()
+        self.wfile.write(("data: " + json.dumps({{"content": "", "stop": True}}) + "\\n\\n").encode())
+
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[sys.argv.index("--port") + 1])), Handler).serve_forever()
+"""
+
+
+def _eval_only_run(tmp_path: Path, smollm2_dir: Path, gguf_file: Path | None = None,
+                   llama_cpp: Path = LLAMA_CPP) -> list[str]:
+    """`fintune run` with every stage but eval skipped: the Q8_0 export is `gguf_file`
+    (default: the embedded SmolLM2's GGUF), its Hugging Face checkpoint the base."""
     from fintune.models import smollm2_gguf_path
 
     lora, data = tmp_path / "lora", tmp_path / "data"
@@ -87,11 +118,11 @@ def _eval_only_run(tmp_path: Path, smollm2_dir: Path) -> list[str]:
     (lora / "fintune_adapter.json").write_text(json.dumps({"base_model_path": str(smollm2_dir)}))
     (data / "heldout.jsonl").write_text("".join(json.dumps(it) + "\n" for it in _items(24)))
     gguf = tmp_path / "m_q8_0.gguf"
-    gguf.symlink_to(smollm2_gguf_path())
+    gguf.symlink_to(gguf_file or smollm2_gguf_path())
     over = {"base_model": str(smollm2_dir), "lora_output_dir": str(lora), "data_dir": str(data),
             "eval_dir": str(tmp_path / "eval"), "eval_models": "Q8_0", "eval_files": "", "eval_limit": 24,
             "eval_max_new_tokens": 200, "eval_parallel": 2, "perplexity": False,
-            "llama_cpp_path": str(LLAMA_CPP), "gguf_q8_path": str(gguf)}
+            "llama_cpp_path": str(llama_cpp), "gguf_q8_path": str(gguf)}
     return [sys.executable, "train_financial_model.py", "--config", "configs/cpu-smollm2.yaml",
             "--manifest", str(tmp_path / "m.json"), "--skip_dataset_prep", "--skip_training", "--skip_merge",
             "--skip_quantization"] + as_flags(over)
@@ -101,28 +132,26 @@ def _cached(cache: Path) -> int:
     return sum(len(f.read_text().splitlines()) for f in cache.glob("eval-replies/*.jsonl"))
 
 
-@pytest.mark.slow
-def test_ctrl_c_during_the_eval_stage_stops_in_seconds_keeps_the_replies_and_exits_130(tmp_path, smollm2_dir):
-    require_llama_cpp()
+def _interrupt_and_continue(tmp_path: Path, cmd: list[str]) -> None:
+    """Run `cmd`, SIGINT once two replies are cached, check the stop; then run it again."""
     env = {**os.environ, "FINTUNE_CACHE": str(tmp_path / "cache")}
-    cmd = _eval_only_run(tmp_path, smollm2_dir)
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 300
-    while _cached(tmp_path / "cache") < 2:  # llama-server is decoding
+    while _cached(tmp_path / "cache") < 2:  # the server is decoding
         assert proc.poll() is None and time.time() < deadline, proc.stdout.read() if proc.poll() is not None else ""
-        time.sleep(0.2)
+        time.sleep(0.1)
     proc.send_signal(signal.SIGINT)  # what Ctrl-C sends the orchestrator
     start = time.time()
     out, _ = proc.communicate(timeout=120)
     elapsed = time.time() - start
     assert proc.returncode == 130, out
     assert elapsed < 5, (elapsed, out)
-    assert out.count(HINT) == 1 and "eval stopped by SIGINT" in out, out
+    assert out.count(HINT) == 1 and out.count("eval stopped by SIGINT") == 1, out
     assert "Traceback" not in out and "KeyboardInterrupt" not in out and "failed in its process" not in out, out
     kept = _cached(tmp_path / "cache")
     assert 2 <= kept < 24
-    servers = subprocess.run(["pgrep", "-f", str(tmp_path / "m_q8_0.gguf")], capture_output=True, text=True)
-    assert servers.stdout == ""  # no llama-server left behind
+    left = subprocess.run(["pgrep", "-f", str(tmp_path / "m_q8_0.gguf")], capture_output=True, text=True)
+    assert left.stdout == ""  # no llama-server left behind
     rec = json.loads((tmp_path / "m.json").read_text())["stages"]["eval"]
     assert rec["status"] == "interrupted"
     assert not (tmp_path / "eval" / "report.json").exists()
@@ -131,3 +160,24 @@ def test_ctrl_c_during_the_eval_stage_stops_in_seconds_keeps_the_replies_and_exi
     assert done.returncode == 0, done.stdout + done.stderr
     (res,) = json.loads((tmp_path / "eval" / "report.json").read_text())["results"]
     assert res["replies_from_cache"] == kept and res["n"] == 24
+
+
+def test_ctrl_c_during_the_eval_stage_on_a_stand_in_server(tmp_path, smollm2_dir):
+    """The whole path but llama.cpp's decoding: `fintune run`, the stage process, the
+    runner, llama-server started, streamed from and ended (a script that streams a
+    token every 0.1 s), the reply cache."""
+    from test_eval_speed import stand_in_gguf
+
+    server = tmp_path / "lc" / "build" / "bin" / "llama-server"
+    server.parent.mkdir(parents=True)
+    server.write_text(STANDIN_SERVER.format(python=sys.executable))
+    server.chmod(0o755)
+    stand_in_gguf(tmp_path / "standin.gguf", "stand-in weights")
+    _interrupt_and_continue(tmp_path, _eval_only_run(tmp_path, smollm2_dir, tmp_path / "standin.gguf",
+                                                     tmp_path / "lc"))
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_the_eval_stage_stops_in_seconds_keeps_the_replies_and_exits_130(tmp_path, smollm2_dir):
+    require_llama_cpp()
+    _interrupt_and_continue(tmp_path, _eval_only_run(tmp_path, smollm2_dir))
