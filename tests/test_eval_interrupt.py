@@ -150,7 +150,8 @@ def _interrupt_and_continue(tmp_path: Path, cmd: list[str]) -> None:
     assert "Traceback" not in out and "KeyboardInterrupt" not in out and "failed in its process" not in out, out
     kept = _cached(tmp_path / "cache")
     assert 2 <= kept < 24
-    left = subprocess.run(["pgrep", "-f", str(tmp_path / "m_q8_0.gguf")], capture_output=True, text=True)
+    left = subprocess.run(["pgrep", "-f", f"llama-server -m {tmp_path / 'm_q8_0.gguf'}"], capture_output=True,
+                          text=True)
     assert left.stdout == ""  # no llama-server left behind
     rec = json.loads((tmp_path / "m.json").read_text())["stages"]["eval"]
     assert rec["status"] == "interrupted"
@@ -181,3 +182,31 @@ def test_ctrl_c_during_the_eval_stage_on_a_stand_in_server(tmp_path, smollm2_dir
 def test_ctrl_c_during_the_eval_stage_stops_in_seconds_keeps_the_replies_and_exits_130(tmp_path, smollm2_dir):
     require_llama_cpp()
     _interrupt_and_continue(tmp_path, _eval_only_run(tmp_path, smollm2_dir))
+
+
+def test_ctrl_c_during_fintune_eval_on_a_stand_in_server(tmp_path, smollm2_dir):
+    from test_eval_speed import stand_in_gguf
+
+    server = tmp_path / "lc" / "build" / "bin" / "llama-server"
+    server.parent.mkdir(parents=True)
+    server.write_text(STANDIN_SERVER.format(python=sys.executable))
+    server.chmod(0o755)
+    stand_in_gguf(tmp_path / "m.gguf", "stand-in weights")
+    (tmp_path / "set.jsonl").write_text("".join(json.dumps(it) + "\n" for it in _items(24)))
+    proc = subprocess.Popen([sys.executable, "-m", "fintune", "eval", "--gguf", str(tmp_path / "m.gguf"),
+                             "--llama_cpp_path", str(tmp_path / "lc"), "--tokenizer", str(smollm2_dir),
+                             "--eval_file", str(tmp_path / "set.jsonl"), "--parallel", "2",
+                             "--output", str(tmp_path / "out")],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while subprocess.run(["pgrep", "-f", f"llama-server -m {tmp_path / 'm.gguf'}"], capture_output=True).returncode:
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read() if proc.poll() is not None else ""
+        time.sleep(0.1)
+    time.sleep(1.0)  # decoding
+    proc.send_signal(signal.SIGINT)
+    start = time.time()
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and time.time() - start < 5, out
+    assert out.count("eval stopped by SIGINT; no report written; rerun the same command") == 1, out
+    assert "Traceback" not in out and not (tmp_path / "out" / "report.json").exists()
+    assert subprocess.run(["pgrep", "-f", f"llama-server -m {tmp_path / 'm.gguf'}"], capture_output=True).stdout == b""

@@ -1,8 +1,9 @@
 """Ctrl-C or SIGTERM during the eval: stop within a second or two and keep what is done.
 
 The first signal sets a flag that the runners read before each reply (GGUF) and
-at each decoding step (HF, through a stopping criterion), and ends the llama.cpp
-processes this one started, which cuts the replies in flight. Replies finished
+at each decoding step (HF, through a stopping criterion), ends the llama.cpp
+processes this one started, which cuts the replies in flight, and raises Stopped
+in the main thread, whatever it was doing. Replies finished
 before it are already in the reply cache; a reply cut short is never put there.
 The eval then ends with TrainingInterrupted (exit 130), whose one line says how
 to continue. A second signal is not caught, so a stuck eval can still be killed.
@@ -46,6 +47,9 @@ class _Handler:
         log.warning("eval: %s received: stopping", self.received)
         # not here: a handler that waits on a lock the interrupted code holds never returns
         threading.Thread(target=llama_cpp.terminate_children, daemon=True).start()
+        # and the main thread stops whatever it does (loading a tokenizer or a model, waiting
+        # on the generating threads, which the flag stops), as KeyboardInterrupt would
+        raise Stopped
 
 
 def hf_stopping_criteria():
