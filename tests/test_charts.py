@@ -115,8 +115,10 @@ def test_loss_plot_draws_the_raw_curve_faintly_under_a_mean_over_one_run():
     assert any("grouped by length" in t.get_text() for t in fig.texts)
 
 
-def test_loss_plot_without_length_groups_draws_the_loss_alone():
-    fig = loss_figure(_sawtooth(), group_steps=None)
+@pytest.mark.parametrize("history, group_steps", [(_sawtooth(), None), (_sawtooth(steps=90), 50)])
+def test_loss_plot_without_length_groups_or_two_runs_of_them_draws_the_loss_alone(history, group_steps):
+    fig = loss_figure(history, group_steps)
     (ax,) = fig.axes
     assert len(ax.get_lines()) == 2 and not fig.texts
+    assert ax.get_lines()[0].get_alpha() == 1.0  # the loss itself, not faint
     assert running_mean([1.0, 2.0, 3.0, 4.0], 2) == [1.0, 1.5, 2.5, 3.5]

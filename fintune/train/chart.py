@@ -37,9 +37,11 @@ def loss_figure(history: list[dict], group_steps: int | None = None):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(6.4, 3.8), layout="constrained")
     train = [(h["step"], h["loss"]) for h in history if "loss" in h]
+    window = 1
     if train:
         steps, losses = zip(*train)
         window = _window(steps, group_steps)
@@ -51,13 +53,14 @@ def loss_figure(history: list[dict], group_steps: int | None = None):
     evals = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
     if evals:  # a few points: markers, not a line that suggests values in between
         ax.plot(*zip(*evals), "o", color="tab:orange", markersize=6, label="eval loss (held-out rows)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss")
     ax.grid(linewidth=0.4, alpha=0.5)
     if train or evals:
         ax.legend(fontsize=8)
     ax.set_title("Training loss", fontsize=10)
-    if group_steps and group_steps > 1 and train:
+    if train and window > 1:
         fig.text(0.01, -0.02, f"Batches are grouped by length, sorted longest first within runs of {group_steps} "
                  "steps,\nso the raw loss saws up and down once per run; the dark line averages it out.",
                  fontsize=7, va="top")
@@ -65,8 +68,9 @@ def loss_figure(history: list[dict], group_steps: int | None = None):
 
 
 def _window(steps: tuple, group_steps: int | None) -> int:
-    """Logged points per length-sorted run (logging_steps apart)."""
-    if not group_steps or group_steps <= 1 or len(steps) < 2:
+    """Logged points per length-sorted run (logging_steps apart); 1 (no mean drawn) for a
+    run of fewer than two such runs, where a mean over one would be a flat line."""
+    if not group_steps or group_steps <= 1 or len(steps) < 2 or steps[-1] - steps[0] < 2 * group_steps:
         return 1
     every = max(1, (steps[-1] - steps[0]) // (len(steps) - 1))
     return max(1, round(group_steps / every))
