@@ -106,6 +106,27 @@ ThreadingHTTPServer(("127.0.0.1", int(sys.argv[sys.argv.index("--port") + 1])), 
 """
 
 
+STANDIN_QUANTIZE = """#!/bin/sh
+# llama-quantize --help as the preflight reads it (fintune/llama_cpp.py quant_types)
+echo '   7  or  Q8_0    :  7.96G'
+echo '  15  or  Q4_K_M  :  4.58G'
+"""
+
+
+def _stand_in_llama_cpp(root: Path) -> Path:
+    """A llama.cpp tree whose llama-server is STANDIN_SERVER; the preflight before the first
+    stage finds its converter, gguf-py and a llama-quantize that lists its types."""
+    (root / "gguf-py" / "gguf").mkdir(parents=True)
+    (root / "convert_hf_to_gguf.py").write_text("")
+    bin_dir = root / "build" / "bin"
+    bin_dir.mkdir(parents=True)
+    for name, text in (("llama-server", STANDIN_SERVER.format(python=sys.executable)),
+                       ("llama-quantize", STANDIN_QUANTIZE), ("llama-completion", "#!/bin/sh\nexit 1\n")):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    return root
+
+
 def _eval_only_run(tmp_path: Path, smollm2_dir: Path, gguf_file: Path | None = None,
                    llama_cpp: Path = LLAMA_CPP) -> list[str]:
     """`fintune run` with every stage but eval skipped: the Q8_0 export is `gguf_file`
@@ -169,13 +190,9 @@ def test_ctrl_c_during_the_eval_stage_on_a_stand_in_server(tmp_path, smollm2_dir
     token every 0.1 s), the reply cache."""
     from test_eval_speed import stand_in_gguf
 
-    server = tmp_path / "lc" / "build" / "bin" / "llama-server"
-    server.parent.mkdir(parents=True)
-    server.write_text(STANDIN_SERVER.format(python=sys.executable))
-    server.chmod(0o755)
     stand_in_gguf(tmp_path / "standin.gguf", "stand-in weights")
     _interrupt_and_continue(tmp_path, _eval_only_run(tmp_path, smollm2_dir, tmp_path / "standin.gguf",
-                                                     tmp_path / "lc"))
+                                                     _stand_in_llama_cpp(tmp_path / "lc")))
 
 
 @pytest.mark.slow
@@ -187,10 +204,7 @@ def test_ctrl_c_during_the_eval_stage_stops_in_seconds_keeps_the_replies_and_exi
 def test_ctrl_c_during_fintune_eval_on_a_stand_in_server(tmp_path, smollm2_dir):
     from test_eval_speed import stand_in_gguf
 
-    server = tmp_path / "lc" / "build" / "bin" / "llama-server"
-    server.parent.mkdir(parents=True)
-    server.write_text(STANDIN_SERVER.format(python=sys.executable))
-    server.chmod(0o755)
+    _stand_in_llama_cpp(tmp_path / "lc")
     stand_in_gguf(tmp_path / "m.gguf", "stand-in weights")
     (tmp_path / "set.jsonl").write_text("".join(json.dumps(it) + "\n" for it in _items(24)))
     proc = subprocess.Popen([sys.executable, "-m", "fintune", "eval", "--gguf", str(tmp_path / "m.gguf"),
