@@ -36,8 +36,9 @@ def _panels(results: list[dict]) -> list[tuple[str, str, list[dict]]]:
 
 
 def axis_top(values: list[float]) -> float:
-    """Top of a percent axis: 15% above the largest value, at least 1 point, at most 100."""
-    return min(100.0, max(1.0, 1.15 * max(values, default=0.0)))
+    """Top of a percent axis: 15% above the largest value, at least 5 points (whole-percent
+    ticks where every value is 0), at most 100."""
+    return min(100.0, max(5.0, 1.15 * max(values, default=0.0)))
 
 
 def _set_label(name: str, n: int) -> str:
@@ -62,7 +63,8 @@ def _bars(ax, key: str, rows: list[dict], sets: list[str], models: list[str], co
         if not xs:
             continue
         ax.bar(xs, ys, width * 0.9, color=colours[model], label=model,
-               yerr=[lo, hi] if key == "accuracy" else None, capsize=2, error_kw={"elinewidth": 0.8})
+               yerr=[lo, hi] if key == "accuracy" else None, capsize=2,
+               error_kw={"elinewidth": 1.0, "ecolor": colours[model]})  # a bar at 0 still shows its model
         for x, y, h in zip(xs, ys, hi):  # the value above its interval, clear of the error bar
             ax.annotate(f"{y:.1f}", (x, y + h), xytext=(0, 1.5), textcoords="offset points", ha="center",
                         va="bottom", fontsize=6)
