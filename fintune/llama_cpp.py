@@ -262,9 +262,11 @@ _LIVE: set[subprocess.Popen] = set()
 
 
 def terminate_children() -> None:
-    """SIGTERM to every llama.cpp tool this process started that still runs: the
+    """SIGKILL to every llama.cpp tool this process started that still runs: the
     replies they were decoding end at once (their callers see a failed tool or a
-    closed connection). Safe from another thread while they start and end."""
+    closed connection). Not SIGTERM: on it llama-server stops decoding but keeps its
+    streaming connections open, and their readers wait (seen: 120 s, then the test's
+    limit). Safe from another thread while they start and end."""
     while True:
         try:
             procs = list(_LIVE)
@@ -273,4 +275,4 @@ def terminate_children() -> None:
             continue
     for proc in procs:
         if proc.poll() is None:
-            proc.terminate()
+            proc.kill()
