@@ -172,6 +172,7 @@ class LlamaServer:
         # server left behind would hold the GPU and its port into the next step
         self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=self.log,
                                      preexec_fn=machine.die_with_parent())
+        _LIVE.add(self.proc)
         deadline = time.time() + 120
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -194,6 +195,7 @@ class LlamaServer:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+        _LIVE.discard(self.proc)
         if self.log:
             self.log.close()
 
@@ -287,9 +289,40 @@ def _run(cmd: list[str], what: str, env: dict | None = None) -> str:
 def _run_proc(cmd: list[str], what: str, env: dict | None = None) -> subprocess.CompletedProcess:
     # errors="replace": a generation cut off inside a multi-byte character is
     # still an answer to score, not a crash
-    proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", env=env,
-                          preexec_fn=machine.die_with_parent())
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
+                             env=env, preexec_fn=machine.die_with_parent())
+    _LIVE.add(child)
+    try:
+        out, err = child.communicate()
+    except BaseException:
+        child.kill()
+        child.wait()
+        raise
+    finally:
+        _LIVE.discard(child)
+    proc = subprocess.CompletedProcess(cmd, child.returncode, out, err)
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
         raise LlamaCppError(f"{what} failed (exit {proc.returncode}):\n{tail}")
     return proc
+
+
+# llama.cpp processes of this one still running: a stop on Ctrl-C ends them (terminate_children)
+_LIVE: set[subprocess.Popen] = set()
+
+
+def terminate_children() -> None:
+    """SIGKILL to every llama.cpp tool this process started that still runs: the
+    replies they were decoding end at once (their callers see a failed tool or a
+    closed connection). Not SIGTERM: on it llama-server stops decoding but keeps its
+    streaming connections open, and their readers wait (seen: 120 s, then the test's
+    limit). Safe from another thread while they start and end."""
+    while True:
+        try:
+            procs = list(_LIVE)
+            break
+        except RuntimeError:  # the set changed size while copied
+            continue
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()

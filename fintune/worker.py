@@ -61,14 +61,18 @@ def main(argv: list[str] | None = None) -> int:
 
         out = resolve_step(step)(cfg)
     except TrainingInterrupted as e:
-        log.error("%s", e)
+        # not printed here: the orchestrator prints it, once (fintune.errors.report)
         _write(result_path, {"status": "interrupted", "error": str(e)})
         return 130
     except FintuneError as e:
         log.error("error: %s", e)
         _write(result_path, {"status": "failed", "error": str(e)})
         return 2
-    except BaseException:  # a bug, or Ctrl-C outside training: keep the traceback for the manifest
+    except KeyboardInterrupt:  # Ctrl-C in a step that sets no handler of its own, or before it set one
+        _write(result_path, {"status": "interrupted", "error": f"{step} stopped by SIGINT; the same command "
+                                                                 "runs it again"})
+        return 130
+    except BaseException:  # a bug: keep the traceback for the manifest
         tb = traceback.format_exc()
         sys.stderr.write(tb)
         _write(result_path, {"status": "failed", "error": tb})

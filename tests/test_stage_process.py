@@ -64,6 +64,16 @@ def _user_error(cfg):
     raise UsageError("train.optim 'adamw_9bit' is not an optimizer transformers knows")
 
 
+def _ctrl_c(cfg):
+    raise KeyboardInterrupt  # what Python's own SIGINT handler raises in a step that sets none
+
+
+def _stopped(cfg):
+    from fintune.errors import TrainingInterrupted
+
+    raise TrainingInterrupted("training stopped by SIGINT at step 3; continue with --resume_from_checkpoint latest")
+
+
 def _child_cfg(tmp_path, tiny_llama_dir, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(TESTS))  # so the child can import this module's entries
     return build_config(overrides=tiny_overrides(tmp_path, tiny_llama_dir))
@@ -85,6 +95,31 @@ def test_a_user_error_in_a_stage_process_is_one_line(tmp_path, tiny_llama_dir, m
     assert e.value.returncode == 2 and e.value.error.startswith("train.optim 'adamw_9bit'")
     err = capfd.readouterr().err
     assert "error: train.optim 'adamw_9bit'" in err and "Traceback" not in err
+
+
+def test_ctrl_c_in_a_stage_process_without_its_own_handler_is_an_interruption(tmp_path, tiny_llama_dir,
+                                                                               monkeypatch, capfd):
+    from fintune.errors import TrainingInterrupted, report
+
+    cfg = _child_cfg(tmp_path, tiny_llama_dir, monkeypatch)
+    with pytest.raises(TrainingInterrupted) as e:
+        run_in_child("merge", _ctrl_c, cfg)
+    assert str(e.value) == "test_stage_process:_ctrl_c stopped by SIGINT; the same command runs it again"
+    assert "Traceback" not in capfd.readouterr().err
+    assert report(e.value) == 130
+
+
+def test_an_interruption_in_a_stage_process_is_printed_once_by_the_orchestrator(tmp_path, tiny_llama_dir,
+                                                                                 monkeypatch, capfd, caplog):
+    from fintune.errors import TrainingInterrupted, report
+
+    cfg = _child_cfg(tmp_path, tiny_llama_dir, monkeypatch)
+    with pytest.raises(TrainingInterrupted) as e:
+        run_in_child("train", _stopped, cfg)
+    assert report(e.value) == 130
+    child = capfd.readouterr()
+    printed = child.out + child.err + caplog.text  # the stage process's and this one's
+    assert printed.count("continue with --resume_from_checkpoint latest") == 1, printed
 
 
 def test_a_bug_in_process_is_not_turned_into_a_one_line_error(tmp_path, tiny_llama_dir, monkeypatch):
@@ -130,7 +165,9 @@ def test_ctrl_c_reaches_training_once_it_saves_and_resumes(tmp_path, tiny_llama_
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 130, out
-    assert "continue with --resume_from_checkpoint latest" in out
+    # once: the stage process leaves the printing to the orchestrator
+    assert out.count("continue with --resume_from_checkpoint latest") == 1, out
+    assert out.count("SIGINT received") == 1, out
     ckpts = list((tmp_path / "ckpt").glob("checkpoint-*"))
     assert len(ckpts) == 1 and 0 < int(ckpts[0].name.split("-")[1]) < 80
     rec = json.loads((tmp_path / "m.json").read_text())["stages"]["train"]

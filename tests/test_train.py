@@ -178,6 +178,7 @@ def test_adapter_record_names_base_and_settings(trained, tiny_llama_dir):
     assert rec["global_step"] == 3
     log = [json.loads(l) for l in (Path(out) / "train_log.jsonl").read_text().splitlines()]
     assert any("loss" in row for row in log)
+    assert (Path(out) / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_resume_from_latest_checkpoint(trained):

@@ -14,6 +14,7 @@ from pathlib import Path
 from fintune.cli.parsers import hyphens_to_underscores, reject_unknown
 from fintune.errors import MissingError
 from fintune.models import check_source
+from fintune.eval import interrupt
 from fintune.eval.evaluate import evaluate, load_eval_file, set_name
 from fintune.eval.report import markdown, write_report
 from fintune.eval.rescore import comparison_table, rescore
@@ -29,7 +30,7 @@ EXAMPLES = """examples:
       --gguf outputs/financial_model_q4_k_m.gguf --no_context --limit 50 --output outputs/eval_q4
   {prog} --eval_file outputs/data/heldout.jsonl --model outputs/merged_financial_fp16 \\
       --instruction boxed --max_new_tokens 2048 --output outputs/eval_merged     # an R1 profile's model
-  {prog} --rescore outputs/eval                                      # the current scoring rules
+  {prog} --rescore outputs/eval              # the current scoring rules, into outputs/eval/rescored/
 """
 
 
@@ -41,10 +42,11 @@ def eval_parser(prog: str = "fintune eval") -> argparse.ArgumentParser:
     _model_args(p.add_argument_group("model (one of --model, --gguf)"))
     _generation_args(p.add_argument_group("prompts and generation"))
     out = p.add_argument_group("output")
-    out.add_argument("--output", help="report directory (with --rescore: default DIR itself)")
+    out.add_argument("--output", help="report directory (with --rescore: default DIR/rescored; never DIR itself)")
     out.add_argument("--rescore", metavar="DIR",
-                     help="recompute DIR's report from its predictions.jsonl with the current scoring rules "
-                          "(nothing is generated; --eval_file only for reports that do not record their files)")
+                     help="recompute DIR's report from its predictions.jsonl with the current scoring rules, "
+                          "into DIR/rescored/ (nothing is generated and DIR is left as it is; --eval_file only "
+                          "for reports that do not record their files)")
     return p
 
 
@@ -121,6 +123,11 @@ def eval_command(args: argparse.Namespace) -> int:
     if args.rescore:
         return rescore_command(args)
     sets = [(f, load_eval_file(f, args.limit)) for f in args.eval_file]
+    with interrupt.stop_on_signal("no report written; rerun the same command to evaluate again"):
+        return _evaluate(args, sets)
+
+
+def _evaluate(args: argparse.Namespace, sets: list) -> int:
     runner = make_runner(args)
     results, predictions = [], []
     for path, items in sets:

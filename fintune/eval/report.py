@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from fintune.eval.chart import write_chart
 from fintune.jsonl import write_jsonl
 from fintune.llama_cpp import PPL_CHUNKS
 from fintune.manifest import write_json_atomic
@@ -222,40 +223,3 @@ def per_category_table(results: list[dict], eval_set: str) -> str:
                 cells.append(f"{v['correct']}/{v['n']}")
         out.append(f"| {c} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
-
-
-def write_chart(path: Path, results: list[dict]) -> Path:
-    """Accuracy with its 95% interval, one group of bars per eval set."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    sets = list(dict.fromkeys(r["eval_set"] for r in results))
-    models = list(dict.fromkeys(label(r) for r in results))
-    width = 0.8 / max(1, len(models))
-    fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(sets) * max(1, len(models)) ** 0.5), 4))
-    for j, model in enumerate(models):
-        xs, ys, err, lenient = [], [], [[], []], []
-        for i, s in enumerate(sets):
-            r = next((r for r in results if label(r) == model and r["eval_set"] == s), None)
-            if r is None:
-                continue
-            xs.append(i + j * width)
-            ys.append(100 * r["accuracy"])
-            err[0].append(100 * (r["accuracy"] - r["ci95"][0]))
-            err[1].append(100 * (r["ci95"][1] - r["accuracy"]))
-            lenient.append(100 * r.get("accuracy_lenient", r["accuracy"]))
-        bars = ax.bar(xs, ys, width, yerr=err, capsize=3, label=f"{model}: accuracy (explicit answer)")
-        ax.scatter(xs, lenient, marker="_", s=300, color=bars.patches[0].get_facecolor() if bars.patches else None,
-                   label=f"{model}: lenient (+ last number)")
-    ax.set_xticks([i + width * (len(models) - 1) / 2 for i in range(len(sets))], sets, fontsize=8)
-    ax.set_ylabel("accuracy, % (bars: explicit answer, 95% Wilson interval;\nmarks: lenient)")
-    ax.set_ylim(0, 100)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.partial")
-    fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
-    return path

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from fintune import llama_cpp  # module attributes: tests stand in for the server there
 from fintune.errors import UsageError
+from fintune.eval import interrupt
 from fintune.gguf import read_header
 from fintune.prompts import user_prompt
 from fintune.sampling import GREEDY, Preset, Sampling
@@ -127,7 +128,9 @@ class HFRunner(_Counted):
                       add_special_tokens=False).to(self.device)
             with torch.no_grad():
                 gen = self.model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
-                                          eos_token_id=tok.eos_token_id, **kw)
+                                          eos_token_id=tok.eos_token_id,
+                                          stopping_criteria=interrupt.hf_stopping_criteria(), **kw)
+            interrupt.check()  # a batch a signal cut short is not a set of replies
             new = gen[:, enc["input_ids"].shape[1]:]
             self.tokens += int((new != tok.pad_token_id).sum())
             for row, i in enumerate(idx):
@@ -220,10 +223,15 @@ class GGUFRunner(_Counted):
         if todo:
             if expected:
                 todo.sort(key=lambda i: -expected[i])
-            for i, c in zip(todo, self._generate([prompts[i] for i in todo], [seeds[i] for i in todo], max_new_tokens)):
+
+            def done(j: int, c: llama_cpp.Completion) -> None:
+                """Each reply is cached as it ends: a stop on Ctrl-C keeps every finished one."""
+                if keys[todo[j]]:
+                    self.cache.put(keys[todo[j]], c.text, c.n_tokens, c.eval_seconds, c.stop_reason)
+
+            replies = self._generate([prompts[i] for i in todo], [seeds[i] for i in todo], max_new_tokens, done)
+            for i, c in zip(todo, replies):
                 out[i] = c
-                if keys[i]:
-                    self.cache.put(keys[i], c.text, c.n_tokens, c.eval_seconds, c.stop_reason)
         self.stops.update(c.stop_reason for c in out if c.stop_reason)
         return [c.text for c in out]
 
@@ -240,12 +248,13 @@ class GGUFRunner(_Counted):
         need = longest + n + 1  # the BOS llama.cpp adds
         return max(floor, -(-need // 256) * 256)
 
-    def _generate(self, prompts: list[str], seeds: list[int], n: int) -> list:
+    def _generate(self, prompts: list[str], seeds: list[int], n: int, done=None) -> list:
         """Prompts go to the slots in the order given. Sent longest first, the long
         replies decode beside others instead of alone at the end while the other slots
         idle: 35.3-37.7 s instead of 39.4-40.7 s for the F16 model on the 58 held-out
         items (16 slots, 2 cores, AMD EPYC). Batched decoding is not batch-invariant: in
-        the other order 57 of the F16 model's 58 replies and 43 of Q8_0's were the same."""
+        the other order 57 of the F16 model's 58 replies and 43 of Q8_0's were the same.
+        `done(j, completion)` is called as each reply ends, from the thread that got it."""
         from concurrent.futures import ThreadPoolExecutor
 
         start = time.time()
@@ -254,7 +263,11 @@ class GGUFRunner(_Counted):
         progress = _Progress(self.name, len(prompts), start)
 
         def one(i):
+            interrupt.check()
             c = self._complete(server, prompts[i], seeds[i], n, ctx)
+            interrupt.check()  # a signal ended its tool: the reply may be cut, so it is neither kept nor cached
+            if done:
+                done(i, c)
             progress.step()
             return c
 
@@ -277,6 +290,7 @@ class GGUFRunner(_Counted):
             return llama_cpp.LlamaServer(self.lc, self.gguf, slots=self.parallel, ctx_per_slot=ctx,
                                threads=self.threads).__enter__()
         except llama_cpp.LlamaCppError as e:
+            interrupt.check()  # ended by a signal, not unavailable
             self.lc.binary("llama-completion")  # neither tool: that error says how to build them
             log.info("eval: one llama-completion per prompt, since llama-server is unavailable: %s", e)
             return None

@@ -16,6 +16,7 @@ from pathlib import Path
 from fintune import machine, models
 from fintune.adapters import final_adapter_dir, read_adapter_record
 from fintune.config import PipelineConfig
+from fintune.eval import interrupt
 from fintune.eval.evaluate import evaluate, load_eval_file, set_name
 from fintune.eval.report import markdown, quant_notes, stratified, write_report
 from fintune.eval.runner import GGUFRunner, HFRunner
@@ -136,6 +137,15 @@ def perplexities(cfg: PipelineConfig, items: list[dict]) -> dict[str, float]:
 
 
 def run(cfg: PipelineConfig) -> Path:
+    """The eval stage; Ctrl-C stops it within seconds, keeping the replies cached so far."""
+    hint = (f"the GGUF models' finished replies are kept in {models.cache_dir() / 'eval-replies'}; continue with "
+            "the same command, which takes them from there" if cfg.eval.eval_cache else
+            "continue with the same command (eval_cache is off: every reply is generated again)")
+    with interrupt.stop_on_signal(hint):
+        return _run(cfg)
+
+
+def _run(cfg: PipelineConfig) -> Path:
     from concurrent.futures import ThreadPoolExecutor
 
     base = read_adapter_record(final_adapter_dir(cfg))["base_model_path"]
@@ -165,7 +175,9 @@ def run(cfg: PipelineConfig) -> Path:
                      "tokens/s is each model's while another decoded beside it")
     out = write_report(Path(cfg.eval.eval_dir), results, predictions,
                        extra={"perplexity": ppl, "sampling": cfg.eval.eval_sampling,
-                              "gguf_models_at_once": at_once, "llama_cpp_threads": threads}, notes=notes)
+                              "gguf_models_at_once": at_once, "llama_cpp_threads": threads,
+                              "notes": notes},  # --rescore carries them over
+                       notes=notes)
     print(markdown(results) + "".join(f"\n{n}" for n in notes))
     return out
 

@@ -25,6 +25,7 @@ from fintune.plan import training
 from fintune.plan.lines import require_train_fit_on_cpu
 from fintune.templates import tokenize_example, use_tools_template
 from fintune.train import backends, signals
+from fintune.train.chart import length_group_steps, plot_loss
 from fintune.train.identity import identity_callback, resolve_checkpoint, run_identity
 from fintune.train.loraplus import with_loraplus
 from fintune.train.loss import lora_inputs_uncast, sft_trainer_class
@@ -282,7 +283,7 @@ def save_adapter(cfg, trainer, tokenizer, model_path, choice, family_name, stats
         trainer.model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         write_jsonl(tmp / "train_log.jsonl", history)
-        plot_loss(history, tmp / "loss.png")
+        plot_loss(history, tmp / "loss.png", _length_group_steps(trainer))
         write_json_atomic(tmp / ADAPTER_RECORD, {
             "base_model": cfg.model.base_model, "base_model_path": model_path, "instruction": cfg.data.instruction,
             "backend": choice.backend, "backend_reason": choice.reason, "chat_template_family": family_name,
@@ -323,29 +324,17 @@ def save_on_top(trainer, tokenizer, source: Path, out: Path, before: str, key: s
             if (source / name).is_file():
                 shutil.copy2(source / name, tmp / f"{before}_{name}")
         write_jsonl(tmp / "train_log.jsonl", history)
-        plot_loss(history, tmp / "loss.png")
+        plot_loss(history, tmp / "loss.png", _length_group_steps(trainer))
         write_json_atomic(tmp / ADAPTER_RECORD, {**record, key: details})
     return out
 
 
-def plot_loss(history: list[dict], path: Path) -> None:
-    """Train and eval loss against the step, next to the adapter."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for key, style in (("loss", "-"), ("eval_loss", "o-")):
-        pts = [(h["step"], h[key]) for h in history if key in h]
-        if pts:
-            ax.plot(*zip(*pts), style, label=key.replace("_", " "))
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, format="png", dpi=100)
-    plt.close(fig)
+def _length_group_steps(trainer) -> int | None:
+    """Optimizer steps per length-sorted run of batches, where the trainer groups them by length."""
+    if getattr(trainer.args, "train_sampling_strategy", None) != "group_by_length" or trainer.train_dataset is None:
+        return None
+    return length_group_steps(len(trainer.train_dataset),
+                              trainer.args.train_batch_size * trainer.args.gradient_accumulation_steps)
 
 
 def _peak_rss_mb() -> int:
