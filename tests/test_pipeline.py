@@ -190,7 +190,11 @@ def test_eval_report_compares_every_model_with_perplexity_and_speed(run_once):
     assert all(v > 1 for v in report["perplexity"].values())
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = [json.loads(l) for l in (out / "predictions.jsonl").read_text().splitlines()]
-    assert len(rows) == 16 and all(k in rows[0] for k in ("id", "prompt", "output", "extracted", "gold", "correct"))
+    alone = [r for r in rows if r.get("tools", "off") == "off"]
+    assert len(alone) == 16 and all(k in alone[0] for k in ("id", "prompt", "output", "extracted", "gold", "correct"))
+    # with the calculator: the GGUFs alone (an HF model has no tool loop), 4 items each
+    with_tool = [r for r in rows if r.get("tools") == "on"]
+    assert sorted({r["model"] for r in with_tool}) == ["base", "f16", "q4_k_m"] and len(with_tool) == 12
     assert "Perplexity" in (out / "report.md").read_text()
 
 

@@ -113,7 +113,15 @@ def test_an_interruption_in_a_stage_process_is_printed_once_by_the_orchestrator(
                                                                                  monkeypatch, capfd, caplog):
     from fintune.errors import TrainingInterrupted, report
 
+    import logging
+
+    from fintune.logs import _CurrentStderr
+
     cfg = _child_cfg(tmp_path, tiny_llama_dir, monkeypatch)
+    # this process's lines reach caplog alone (an earlier test may have set up logging to
+    # stderr), so the captured stderr holds the stage process's lines only
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [h for h in root.handlers if not isinstance(h, _CurrentStderr)])
     with pytest.raises(TrainingInterrupted) as e:
         run_in_child("train", _stopped, cfg)
     assert report(e.value) == 130

@@ -91,6 +91,12 @@ def _question(row: dict) -> str:
     return text.split("\n\n")[0] if str(row.get("source", "")).startswith("generator:") else text
 
 
+def _solution_text(replies: list[dict]) -> str:
+    """The worked solution's lines over every assistant turn (a calculator solution writes
+    its formula and substitution before the calls and its answer after the results)."""
+    return "\n".join(m.get("content") or "" for m in replies if m["role"] == "assistant")
+
+
 def _user_gold(reply: str) -> float | None:
     """The explicit final answer a user row's reply ends with, or None."""
     ex = extract(reply)
@@ -125,7 +131,10 @@ def prompt_rows(cfg: PipelineConfig, tokenizer) -> tuple[list[dict], Counter]:
         if gold is None:
             counts["left_out:no_checkable_answer"] += 1
             continue
-        prompt = msgs[:-1]
+        # up to the first reply, without the tools: TRL's GRPOTrainer runs no tool loop, so a
+        # calculator conversation is asked as its question alone and answered by hand
+        first_reply = next(i for i, m in enumerate(msgs) if m["role"] == "assistant")
+        prompt = msgs[:first_reply]
         rendered = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
         if len(tokenizer(rendered, add_special_tokens=False)["input_ids"]) > room:
             counts["left_out:prompt_too_long"] += 1
@@ -133,7 +142,7 @@ def prompt_rows(cfg: PipelineConfig, tokenizer) -> tuple[list[dict], Counter]:
         counts["kept:generated" if generated else "kept:user"] += 1
         rows.append({"id": row["id"], "prompt": prompt, "gold": gold, "question": question,
                      # the worked solution the formula and substitution lines are checked against
-                     "solution": msgs[-1]["content"] if generated else None,
+                     "solution": _solution_text(msgs[first_reply:]) if generated else None,
                      "open_think": rendered.endswith("<think>\n")})
     if not rows:
         raise UsageError(f"--grpo: no training row of {path} has a checkable numeric answer "
