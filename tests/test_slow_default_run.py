@@ -1,7 +1,4 @@
-"""The default job, SmolLM2-135M through every stage as `make run` runs it, shortened to
-fit CI: 120 of the profile's 300 steps and 29 of its 58 held-out items (one per family).
-On a 2-core AVX2-only machine the whole job took about 25 minutes, most of CI's budget;
-the full job's figures come from `make run` (docs/benchmarks.md)."""
+"""The real default job: SmolLM2-135M through every stage, as `make run` does it."""
 import json
 import subprocess
 
@@ -11,8 +8,6 @@ from conftest import LLAMA_CPP, require_llama_cpp
 from fintune.cli import run_main as main
 
 pytestmark = pytest.mark.slow
-
-SHORTER = ["--max_steps", "120", "--save_steps", "60", "--eval_steps", "60", "--eval_limit", "29"]
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +20,7 @@ def default_run(tmp_path_factory):
              "--gguf_f16_path", str(root / "financial_model_fp16.gguf"),
              "--gguf_q4_path", str(root / "financial_model_q4_k_m.gguf"),
              "--gguf_q8_path", str(root / "financial_model_q8_0.gguf"),
-             "--modelfile_path", str(root / "Modelfile"), "--eval_dir", str(root / "eval"),
-             *SHORTER]
+             "--modelfile_path", str(root / "Modelfile"), "--eval_dir", str(root / "eval")]
     assert main(flags) == 0
     return root, flags
 
