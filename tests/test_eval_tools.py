@@ -274,3 +274,13 @@ def test_the_gguf_template_without_tools_is_found_by_llama_cpp_too(tiny_gguf):
         caps = server.props()["chat_template_caps"]
     assert not tools.offers_tools(tools.served_template(tiny_gguf, None))
     assert caps["supports_tools"] is False
+
+
+
+@pytest.mark.parametrize("family", ["chatml", "deepseek-r1", "llama3"])
+def test_every_shipped_tools_template_is_seen_to_offer_tools(family):
+    """The check renders the template alone, with no tokenizer: R1's writes {{ bos_token }},
+    which must be defined there too (an undefined one stopped the R1 rehearsal's eval)."""
+    from fintune.templates.tools import tools_template
+
+    assert tools.offers_tools(tools_template(family, ""))

@@ -112,8 +112,11 @@ def offers_tools(chat_template: str) -> bool:
     from transformers.utils.chat_template_utils import render_jinja_template
 
     chat = [[{"role": "user", "content": "What is 2+2?"}]]
-    with_tools, _ = render_jinja_template(chat, tools=TOOLS, chat_template=chat_template, add_generation_prompt=True)
-    without, _ = render_jinja_template(chat, chat_template=chat_template, add_generation_prompt=True)
+    # templates that write the BOS/EOS (R1's) need them defined; both renders get the same
+    marks = {"bos_token": "<bos>", "eos_token": "<eos>"}
+    with_tools, _ = render_jinja_template(chat, tools=TOOLS, chat_template=chat_template, add_generation_prompt=True,
+                                          **marks)
+    without, _ = render_jinja_template(chat, chat_template=chat_template, add_generation_prompt=True, **marks)
     return with_tools[0] != without[0]
 
 
