@@ -15,7 +15,7 @@ import math
 import random
 from typing import Callable
 
-from fintune.data import quant_families  # noqa: F401 - registers the other families
+from fintune.data import quant_families, quant_pricing  # noqa: F401 - register the other families, in this order
 from fintune.data.quant_base import FAMILIES, Family, Problem, family, fmt, money, pct, rounded
 
 __all__ = ["FAMILIES", "Family", "Problem", "family", "fmt", "money", "pct", "rounded", "generate", "generate_set",
