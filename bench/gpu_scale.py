@@ -101,7 +101,8 @@ def config_for(size: str, model_dir: Path, work: Path, backend: str, steps: int)
                  "gguf_q8_path": str(work / "m_q8_0.gguf"), "modelfile_path": str(work / "Modelfile"),
                  "merge_mode": "by_shard", "hub_datasets": ""}
     if size == "tiny":
-        overrides.update(max_seq_length=256, per_device_train_batch_size=1, precision="fp32")
+        # eager: on a CPU, compiling the layers takes longer than the few steps of a plumbing run
+        overrides.update(max_seq_length=256, per_device_train_batch_size=1, precision="fp32", torch_compile=False)
     return build_config(load_yaml(ROOT / "configs" / PROFILES[size]), overrides)
 
 

@@ -84,6 +84,9 @@ def tiny_overrides(root: Path, model_dir: Path, **extra) -> dict:
         "max_steps": 3, "per_device_train_batch_size": 2, "learning_rate": 1e-2,
         "logging_steps": 1, "save_steps": 2, "eval_steps": 2, "val_fraction": 0.05,
         "gradient_checkpointing": False, "precision": "fp32",
+        # eager: compiling the layers takes longer than these few steps; the compiled path has
+        # tests of its own (test_train.py) and the default-run test trains compiled, as its profile does
+        "torch_compile": False,
         "llama_cpp_path": str(LLAMA_CPP), "merged_model_dir": str(root / "merged"),
         "gguf_f16_path": str(root / "m_f16.gguf"), "gguf_q4_path": str(root / "m_q4_k_m.gguf"),
         "gguf_q8_path": str(root / "m_q8_0.gguf"), "modelfile_path": str(root / "Modelfile"),

@@ -145,6 +145,7 @@ def _eval_only_run(tmp_path: Path, smollm2_dir: Path, gguf_file: Path | None = N
     over = {"base_model": str(smollm2_dir), "lora_output_dir": str(lora), "data_dir": str(data),
             "eval_dir": str(tmp_path / "eval"), "eval_models": "Q8_0", "eval_files": "", "eval_limit": 24,
             "eval_max_new_tokens": 200, "eval_parallel": 2, "perplexity": False,
+            "eval_tools": "off",  # the stop is the subject; one pass over the items is enough
             "llama_cpp_path": str(llama_cpp), "gguf_q8_path": str(gguf)}
     return [sys.executable, "train_financial_model.py", "--config", "configs/cpu-smollm2.yaml",
             "--manifest", str(tmp_path / "m.json"), "--skip_dataset_prep", "--skip_training", "--skip_merge",
