@@ -12,7 +12,7 @@ off by default). The held-out splits keep their phrasings as written. The word
 lists use generic wording only: ``tests/test_paraphrase.py`` checks that no
 rewrite brings a family's training text a word of its held-out phrasing that
 its training phrasings lack. On the CPU profile, half the draws rewritten lifted
-the format line in two seeds but not the unseen phrasings (README).
+the format line in two seeds but not the unseen phrasings (docs/findings.md).
 """
 from __future__ import annotations
 

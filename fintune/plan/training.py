@@ -33,7 +33,7 @@ from fintune.errors import UsageError
 from fintune.plan.shapes import GiB, Shapes, best_fit, model_config
 
 # Training tokens/s measured per (base model, backend, 4-bit base): the H100 figures of
-# the README's memory table (random weights, full 4096-token rows), the CPU profile's of
+# the memory table of docs/benchmarks.md (random weights, full 4096-token rows), the CPU profile's of
 # docs/benchmarks.md (2 cores, 406-601 tokens/s on hosts of one kind)
 MEASURED_TOKENS_PER_S = {
     ("deepseek-ai/DeepSeek-R1-Distill-Qwen-14B", "unsloth", True): (4918, "an H100"),

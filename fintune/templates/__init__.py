@@ -260,7 +260,7 @@ FAMILIES.register("deepseek-r1", TemplateFamily(
 # measures, so the report is what `ollama run` gives. Ollama's default penalty (1.1
 # over the last 64 tokens, applied by its llama.cpp runner) broke more loops (format
 # 94.8-96.6% instead of 89.7-92.7%) but cost 5-10 points of substitution lines: the window
-# holds the question's numbers that line must copy (README, "Sampling"). num_predict
+# holds the question's numbers that line must copy (docs/benchmarks.md, "`bench/sampling.py`"). num_predict
 # ends a loop at 2.5x the longest worked solution instead of at the context size.
 FAMILIES.register("chatml", TemplateFamily(
     name="chatml", marker="<|im_start|>", ollama_template=CHATML_TEMPLATE,
