@@ -3,7 +3,7 @@ import dataclasses
 
 import pytest
 
-from fintune import config
+from fintune.config import loading
 from fintune.config import FLAGS, SECTIONS, ConfigError, build_config, field_default, field_help, format_value
 
 
@@ -63,7 +63,7 @@ def test_a_field_without_help_fails_at_import(monkeypatch):
 
     monkeypatch.setitem(SECTIONS, "bare", Bare)
     with pytest.raises(RuntimeError, match="bare.undocumented_setting has no help text"):
-        config._flag_index()
+        loading._flag_index()
 
 
 def test_format_value():

@@ -276,7 +276,6 @@ def test_the_gguf_template_without_tools_is_found_by_llama_cpp_too(tiny_gguf):
     assert caps["supports_tools"] is False
 
 
-
 @pytest.mark.parametrize("family", ["chatml", "deepseek-r1", "llama3"])
 def test_every_shipped_tools_template_is_seen_to_offer_tools(family):
     """The check renders the template alone, with no tokenizer: R1's writes {{ bos_token }},

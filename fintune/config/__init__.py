@@ -4,7 +4,7 @@
 ``loading`` reads a profile YAML, which nests fields under their section
 (``train: {learning_rate: 2e-4}``), and the flat flags (``--learning_rate``).
 """
-from fintune.config.loading import (FLAGS, _flag_index, add_config_flags, build_config, config_fingerprint,
+from fintune.config.loading import (FLAGS, add_config_flags, build_config, config_fingerprint,
                                     field_default, field_help, format_value, load_yaml, overrides_from_args)
 from fintune.config.sections import (ATTENTION_CHOICES, EMBEDDED_BASE, EVAL_MODELS, QWEN_LORA_TARGETS, SECTIONS,
                                      ConfigError, DataConfig, EvalConfig, ExportConfig, LoraConfig, ModelConfig,
@@ -12,5 +12,5 @@ from fintune.config.sections import (ATTENTION_CHOICES, EMBEDDED_BASE, EVAL_MODE
 
 __all__ = ["ATTENTION_CHOICES", "EMBEDDED_BASE", "EVAL_MODELS", "FLAGS", "QWEN_LORA_TARGETS", "SECTIONS",
            "ConfigError", "DataConfig", "EvalConfig", "ExportConfig", "LoraConfig", "ModelConfig", "PipelineConfig",
-           "TrainConfig", "_flag_index", "add_config_flags", "build_config", "config_fingerprint", "field_default",
+           "TrainConfig", "add_config_flags", "build_config", "config_fingerprint", "field_default",
            "field_help", "format_value", "load_yaml", "overrides_from_args", "setting"]
